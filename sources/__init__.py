@@ -1,0 +1,1 @@
+"""fnplane's event sources: each turns the outside world into invocations."""

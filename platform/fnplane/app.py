@@ -1,0 +1,209 @@
+"""The ``App``: decorators that register functions and their triggers."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable
+from datetime import timedelta
+from typing import Any, TypedDict, TypeVar, Unpack
+
+from fnplane.errors import FunctionNotFoundError, RegistrationError
+from fnplane.function import (
+    DEFAULT_MEMORY_MB,
+    DEFAULT_TIMEOUT_S,
+    Function,
+    Handler,
+    Hook,
+    Trigger,
+    validate_concurrency,
+    validate_hooks,
+    validate_memory,
+    validate_timeout,
+)
+from fnplane.routes import HttpTrigger, RouteTable
+
+H = TypeVar("H", bound=Callable[..., Any])
+
+# Lambda's own rule for function names, so a name works in an ARN unchanged.
+FUNCTION_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+class FunctionOptions(TypedDict, total=False):
+    """Options every decorator accepts; see ``App.function`` for each one."""
+
+    name: str
+    timeout: float | timedelta
+    concurrency: int | None
+    memory: int
+    init: Hook | list[Hook]
+    shutdown: Hook | list[Hook]
+
+
+FUNCTION_OPTIONS = frozenset(FunctionOptions.__annotations__)
+
+
+class App:
+    """A set of functions and the triggers that invoke them.
+
+    Create one at module level in a file under ``functions/`` and decorate
+    handlers with it; ``fnplane run`` finds every ``App`` in the modules it loads.
+    """
+
+    def __init__(self, name: str = "fnplane") -> None:
+        self.name = name
+        self.functions: dict[str, Function] = {}
+        self.routes = RouteTable()
+        self.init_hooks: list[Hook] = []
+        self.shutdown_hooks: list[Hook] = []
+        self._by_handler: dict[int, Function] = {}
+
+    def function(self, **options: Unpack[FunctionOptions]) -> Callable[[H], H]:
+        """Register a handler with no trigger of its own.
+
+        It is invoked directly (``fnplane invoke``, the Invoke API), by other
+        functions or by workflows. The handler takes ``(event, context)`` like
+        a Lambda handler; ``async def`` handlers run on the event loop, plain
+        ones in a thread pool.
+
+        Options (every decorator accepts them):
+
+        - ``name``: the function's name; defaults to the handler's ``__name__``.
+          Letters, digits, ``-`` and ``_``, at most 64 characters.
+        - ``timeout``: seconds (or a ``timedelta``) an invocation may run,
+          default 30, at most 900.
+        - ``concurrency``: reserved concurrency, the most invocations running at
+          once; more are throttled. ``None`` (default) is unbounded.
+        - ``memory``: MB reported as ``context.memory_limit_in_mb``, default 128
+          (128 to 10240).
+        - ``init``, ``shutdown``: a hook or list of hooks (plain or async, no
+          arguments) run when the function's environment starts (within the
+          init limit, 10 s by default) and stops (2 s cap each).
+
+        Raises ``RegistrationError`` for a duplicate name or a bad option.
+        """
+        return self._decorator(None, options)
+
+    def http(
+        self,
+        method: str | Iterable[str],
+        path: str,
+        **options: Unpack[FunctionOptions],
+    ) -> Callable[[H], H]:
+        """Register a handler for HTTP requests to ``path`` with ``method``.
+
+        ``method`` is one method, a list of methods, or ``"ANY"``. ``path`` is
+        a route template: ``/items/{item_id}`` captures one segment,
+        ``/files/{key+}`` captures the rest of the path. The handler gets an
+        API Gateway HTTP API (payload 2.0) event; see ``HttpRequest``. Takes
+        the options of ``App.function``; stack ``http`` decorators on one
+        handler to serve several routes.
+
+        Raises ``RegistrationError`` for a bad template or a method and route
+        already registered.
+        """
+        trigger = HttpTrigger.parse(method, path)
+        return self._decorator(trigger, options)
+
+    def on_init(self, hook: H) -> H:
+        """Register an app-wide init hook, run once per process before the first
+        invocation of any function (part of that cold start's init duration)."""
+        self.init_hooks.append(validate_hooks(hook, "on_init", self.name)[0])
+        return hook
+
+    def on_shutdown(self, hook: H) -> H:
+        """Register an app-wide shutdown hook, run once at shutdown (2 s cap)."""
+        self.shutdown_hooks.append(validate_hooks(hook, "on_shutdown", self.name)[0])
+        return hook
+
+    def get(self, name: str) -> Function:
+        """Return the function called ``name`` or raise ``FunctionNotFoundError``."""
+        try:
+            return self.functions[name]
+        except KeyError:
+            raise FunctionNotFoundError(name, list(self.functions)) from None
+
+    def include(self, other: App) -> None:
+        """Add every function, route and hook of ``other`` to this app."""
+        for function in other.functions.values():
+            self._add_function(function)
+        self.init_hooks.extend(other.init_hooks)
+        self.shutdown_hooks.extend(other.shutdown_hooks)
+
+    def attach(
+        self, handler: Handler, trigger: Trigger | None, options: FunctionOptions
+    ) -> Function:
+        """Register ``handler`` (once) and attach ``trigger`` to it.
+
+        Decorators of every trigger kind go through here, so a handler
+        decorated twice is one function with two triggers. Options may be
+        given once; a later decorator on the same handler repeats none.
+        """
+        function = self._by_handler.get(id(handler))
+        if function is None:
+            function = self._add_function(build_function(handler, options))
+            self._by_handler[id(handler)] = function
+        elif options:
+            raise RegistrationError(
+                f"function {function.name!r}: options "
+                f"{sorted(options)} were given again; give them on one "
+                f"decorator only"
+            )
+        if trigger is not None:
+            if isinstance(trigger, HttpTrigger):
+                self.routes.add(trigger, function.name)
+            function.triggers.append(trigger)
+        return function
+
+    def _decorator(
+        self, trigger: Trigger | None, options: FunctionOptions
+    ) -> Callable[[H], H]:
+        check_option_names(options)
+
+        def register(handler: H) -> H:
+            self.attach(handler, trigger, options)
+            return handler
+
+        return register
+
+    def _add_function(self, function: Function) -> Function:
+        if function.name in self.functions:
+            raise RegistrationError(
+                f"function {function.name!r} is registered twice; give one of "
+                f"them another name with name=..."
+            )
+        for trigger in function.triggers:
+            if isinstance(trigger, HttpTrigger):
+                self.routes.add(trigger, function.name)
+        self.functions[function.name] = function
+        return function
+
+
+def check_option_names(options: dict[str, Any] | FunctionOptions) -> None:
+    """Raise ``RegistrationError`` naming any option that is not a function option."""
+    unknown = set(options) - FUNCTION_OPTIONS
+    if unknown:
+        raise RegistrationError(
+            f"unknown option(s) {sorted(unknown)}; valid options are "
+            f"{sorted(FUNCTION_OPTIONS)}"
+        )
+
+
+def build_function(handler: Handler, options: FunctionOptions) -> Function:
+    """Validate ``options`` and return a ``Function`` for ``handler``."""
+    if not callable(handler):
+        raise RegistrationError(f"a handler must be callable, got {handler!r}")
+    name = options.get("name") or getattr(handler, "__name__", "")
+    if not isinstance(name, str) or not FUNCTION_NAME.match(name):
+        raise RegistrationError(
+            f"function name {name!r} is invalid: use 1 to 64 letters, digits, "
+            f"'-' or '_' (give one with name=...)"
+        )
+    return Function(
+        name=name,
+        handler=handler,
+        timeout_s=validate_timeout(options.get("timeout", DEFAULT_TIMEOUT_S), name),
+        concurrency=validate_concurrency(options.get("concurrency"), name),
+        memory_mb=validate_memory(options.get("memory", DEFAULT_MEMORY_MB), name),
+        init_hooks=validate_hooks(options.get("init"), "init", name),
+        shutdown_hooks=validate_hooks(options.get("shutdown"), "shutdown", name),
+    )

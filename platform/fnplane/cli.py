@@ -1,0 +1,229 @@
+"""The ``fnplane`` command: run, invoke, list.
+
+Errors are one clear line on stderr and a non-zero exit; only ``run``
+configures the platform's log output, the other commands log warnings only
+so their standard output stays clean JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from fnplane import logs
+from fnplane.config import Settings
+from fnplane.errors import FnplaneError
+from fnplane.loader import load_app
+
+EXIT_USAGE = 2
+EXIT_FAILED = 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser for every subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="fnplane", description="Self-hosted serverless functions for Python."
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser("run", help="serve the functions until stopped")
+    add_target(run)
+    run.add_argument("--host", help="address to bind (default 127.0.0.1)")
+    run.add_argument("--port", type=int, help="HTTP port (default 8080; 0 picks one)")
+    run.add_argument(
+        "--grace",
+        type=float,
+        help="seconds to drain in-flight work on stop (default 10)",
+    )
+    run.add_argument("--log-format", choices=logs.LOG_FORMATS, help="default console")
+    run.add_argument("--log-level", choices=logs.LOG_LEVELS, help="default info")
+    run.add_argument(
+        "--debug",
+        action="store_true",
+        default=None,
+        help="include error details and stack traces in HTTP 500 bodies",
+    )
+    run.add_argument("--state-dir", help="folder for durable state (default .fnplane)")
+    run.add_argument("--api-key", help="require this key on the platform API")
+
+    invoke = commands.add_parser(
+        "invoke", help="invoke one function and print its result"
+    )
+    invoke.add_argument("name", help="the function's name")
+    invoke.add_argument(
+        "--data",
+        default=None,
+        help="the event as JSON, or @FILE to read it from a file (default {})",
+    )
+    invoke.add_argument(
+        "--async",
+        dest="is_async",
+        action="store_true",
+        help="queue the invocation (Event type) and print its request id",
+    )
+    invoke.add_argument("--url", help="invoke a running platform at this URL instead")
+    invoke.add_argument(
+        "--target", default=None, help="what to load in-process (default ./functions)"
+    )
+
+    listing = commands.add_parser("list", help="list functions and their triggers")
+    add_target(listing)
+    listing.add_argument("--url", help="list a running platform's functions instead")
+    return parser
+
+
+def add_target(parser: argparse.ArgumentParser) -> None:
+    """The optional TARGET argument of ``run`` and ``list``."""
+    parser.add_argument(
+        "target",
+        nargs="?",
+        default=None,
+        help="a folder, .py file, module or module:app (default ./functions)",
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``fnplane`` console script."""
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "run":
+            return command_run(args)
+        logs.configure("console", "warning")
+        if args.command == "invoke":
+            return command_invoke(args)
+        return command_list(args)
+    except (FnplaneError, OSError) as exc:
+        print(f"fnplane {args.command}: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+
+
+def command_run(args: argparse.Namespace) -> int:
+    """Serve the app until SIGTERM or SIGINT."""
+    from fnplane.runner import Platform, run_until_signalled
+
+    settings = Settings.load(
+        host=args.host,
+        port=args.port,
+        grace=args.grace,
+        log_format=args.log_format,
+        log_level=args.log_level,
+        debug=args.debug,
+        state_dir=args.state_dir,
+        api_key=args.api_key,
+    )
+    logs.configure(settings.log_format, settings.log_level)
+    app = load_app(args.target)
+    asyncio.run(run_until_signalled(Platform(app, settings)))
+    return 0
+
+
+def command_invoke(args: argparse.Namespace) -> int:
+    """Invoke a function in-process or against ``--url``; print the result."""
+    payload = read_data(args.data)
+    if args.url:
+        return invoke_remote(args.url, args.name, payload, args.is_async)
+    return asyncio.run(invoke_local(args.target, args.name, payload, args.is_async))
+
+
+async def invoke_local(
+    target: str | None, name: str, payload: Any, is_async: bool
+) -> int:
+    """Load the app here, invoke once, run shutdown hooks."""
+    from fnplane.invoke import Invoker
+
+    invoker = Invoker(load_app(target), Settings.load())
+    try:
+        if is_async:
+            print(json.dumps({"requestId": await invoker.invoke_async(name, payload)}))
+            await invoker.drain(invoker.settings.grace)
+            return 0
+        result = await invoker.invoke(name, payload)
+    finally:
+        await invoker.shutdown()
+    if result.ok:
+        print(json.dumps(result.value))
+        return 0
+    assert result.error is not None
+    print(json.dumps(result.error.to_lambda()))
+    print(f"fnplane invoke: {name} failed ({result.outcome.value})", file=sys.stderr)
+    return EXIT_FAILED
+
+
+def invoke_remote(url: str, name: str, payload: Any, is_async: bool) -> int:
+    """Call the Invoke API of a running platform."""
+    headers = {"X-Amz-Invocation-Type": "Event" if is_async else "RequestResponse"}
+    reply, response_headers = http_call(
+        f"{url.rstrip('/')}/2015-03-31/functions/{name}/invocations",
+        json.dumps(payload).encode(),
+        headers,
+    )
+    if is_async:
+        print(json.dumps({"requestId": response_headers.get("X-Request-Id")}))
+        return 0
+    print(reply.decode())
+    if "X-Amz-Function-Error" in response_headers:
+        print(f"fnplane invoke: {name} failed", file=sys.stderr)
+        return EXIT_FAILED
+    return 0
+
+
+def command_list(args: argparse.Namespace) -> int:
+    """Print each function with its triggers, one per line."""
+    if args.url:
+        body, _ = http_call(f"{args.url.rstrip('/')}/functions", None, {})
+        functions = json.loads(body)["functions"]
+    else:
+        functions = [f.describe() for f in load_app(args.target).functions.values()]
+    for function in functions:
+        triggers = ", ".join(describe_trigger(t) for t in function["triggers"])
+        print(
+            f"{function['name']}\ttimeout={function['timeout']:g}s\t{triggers or '-'}"
+        )
+    return 0
+
+
+def describe_trigger(trigger: dict[str, Any]) -> str:
+    """A short human form of a trigger summary."""
+    if trigger.get("type") == "http":
+        return f"{'|'.join(trigger['methods'])} {trigger['path']}"
+    return json.dumps(trigger)
+
+
+def read_data(data: str | None) -> Any:
+    """The ``--data`` value: JSON text, or ``@FILE`` holding JSON."""
+    if data is None:
+        return {}
+    text = Path(data[1:]).read_text() if data.startswith("@") else data
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise FnplaneError(f"--data is not valid JSON: {exc}") from None
+
+
+def http_call(
+    url: str, body: bytes | None, headers: dict[str, str]
+) -> tuple[bytes, dict[str, str]]:
+    """One HTTP request to a running platform, with the API key if one is set."""
+    api_key = Settings.load().api_key
+    if api_key:
+        headers = {**headers, "Authorization": f"Bearer {api_key}"}
+    request = urllib.request.Request(url, data=body, headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=960) as response:
+            return response.read(), dict(response.headers)
+    except urllib.error.HTTPError as exc:
+        raise FnplaneError(
+            f"{url} answered {exc.code}: {exc.read().decode()}"
+        ) from None
+    except urllib.error.URLError as exc:
+        raise FnplaneError(f"cannot reach {url}: {exc.reason}") from None
+
+
+if __name__ == "__main__":
+    sys.exit(main())

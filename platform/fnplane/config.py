@@ -1,0 +1,110 @@
+"""Platform settings: defaults, then ``[tool.fnplane]``, then ``FNPLANE_*``, then flags.
+
+Each later layer overrides the earlier ones, so a flag on the command line
+always wins and an environment variable beats the project file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from fnplane.errors import FnplaneError
+
+ENV_PREFIX = "FNPLANE_"
+SYNC_PAYLOAD_LIMIT_BYTES = 6 * 1024 * 1024
+
+
+class SettingsError(FnplaneError, ValueError):
+    """A setting has a value of the wrong type or out of range."""
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything ``fnplane run`` can be told, with its default."""
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    grace: float = 10.0
+    log_format: str = "console"
+    log_level: str = "info"
+    debug: bool = False
+    init_limit: float = 10.0
+    threads: int = 64
+    max_body_bytes: int = SYNC_PAYLOAD_LIMIT_BYTES
+    api_key: str | None = None
+    state_dir: str = ".fnplane"
+
+    @classmethod
+    def load(cls, root: Path | None = None, **overrides: Any) -> Settings:
+        """Build settings from the project file, the environment and ``overrides``.
+
+        ``overrides`` whose value is None are ignored, so unset CLI flags do
+        not mask the layers below them.
+        """
+        values: dict[str, Any] = {}
+        values.update(_from_pyproject((root or Path.cwd()) / "pyproject.toml"))
+        values.update(_from_environment(os.environ))
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**_coerce(values))
+
+    def replace(self, **changes: Any) -> Settings:
+        """A copy with ``changes`` applied."""
+        return dataclasses.replace(self, **changes)
+
+
+def _from_pyproject(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        return {}
+    with path.open("rb") as file:
+        table = tomllib.load(file).get("tool", {}).get("fnplane", {})
+    return {key.replace("-", "_"): value for key, value in table.items()}
+
+
+def _from_environment(environ: os._Environ[str] | dict[str, str]) -> dict[str, Any]:
+    names = {field.name for field in fields(Settings)}
+    found = {}
+    for key, value in environ.items():
+        name = key[len(ENV_PREFIX) :].lower()
+        if key.startswith(ENV_PREFIX) and name in names:
+            found[name] = value
+    return found
+
+
+def _coerce(values: dict[str, Any]) -> dict[str, Any]:
+    """Convert strings from the environment to each field's type, checking names."""
+    by_name = {field.name: field for field in fields(Settings)}
+    unknown = set(values) - set(by_name)
+    if unknown:
+        raise SettingsError(
+            f"unknown setting(s) {sorted(unknown)}; valid settings are "
+            f"{sorted(by_name)}"
+        )
+    coerced: dict[str, Any] = {}
+    for name, value in values.items():
+        kind = str(by_name[name].type)
+        try:
+            coerced[name] = _convert(value, kind)
+        except ValueError as exc:
+            raise SettingsError(f"setting {name}: {exc}") from None
+    return coerced
+
+
+def _convert(value: Any, kind: str) -> Any:
+    if not isinstance(value, str) or kind.startswith("str"):
+        return value
+    if kind == "bool":
+        if value.lower() in ("1", "true", "yes", "on"):
+            return True
+        if value.lower() in ("0", "false", "no", "off", ""):
+            return False
+        raise ValueError(f"expected true or false, got {value!r}")
+    if kind == "int":
+        return int(value)
+    if kind == "float":
+        return float(value)
+    return value

@@ -1,0 +1,100 @@
+"""The context object a handler receives, shaped like Lambda's Python context."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+if TYPE_CHECKING:
+    from fnplane.function import Function
+    from fnplane.invoke import Invoker
+
+
+class Context:
+    """What a handler knows about its invocation.
+
+    The attribute names are those of Lambda's Python context object, so
+    existing handlers run unchanged; ``cold_start``, ``attempt``, ``logger``,
+    ``invoke`` and ``invoke_async`` are fnplane's own.
+    """
+
+    __slots__ = (
+        "aws_request_id",
+        "function_name",
+        "function_version",
+        "invoked_function_arn",
+        "memory_limit_in_mb",
+        "log_group_name",
+        "log_stream_name",
+        "identity",
+        "client_context",
+        "cold_start",
+        "attempt",
+        "deadline_monotonic",
+        "_invoker",
+        "_logger",
+    )
+
+    def __init__(
+        self,
+        function: Function,
+        request_id: str,
+        deadline_monotonic: float,
+        invoker: Invoker | None = None,
+        attempt: int = 1,
+    ) -> None:
+        self.aws_request_id = request_id
+        self.function_name = function.name
+        self.function_version = "$LATEST"
+        self.invoked_function_arn = function.arn
+        self.memory_limit_in_mb = function.memory_mb
+        self.log_group_name = f"/fnplane/{function.name}"
+        self.log_stream_name = "inline"
+        self.identity = None
+        self.client_context = None
+        self.cold_start = False
+        self.attempt = attempt
+        self.deadline_monotonic = deadline_monotonic
+        self._invoker = invoker
+        self._logger: Any = None
+
+    def get_remaining_time_in_millis(self) -> int:
+        """Milliseconds left before the invocation times out (never negative)."""
+        return max(0, int((self.deadline_monotonic - time.monotonic()) * 1000))
+
+    @property
+    def logger(self) -> Any:
+        """A structlog logger bound to this invocation's function and request id."""
+        if self._logger is None:
+            self._logger = structlog.get_logger("fnplane.handler").bind(
+                function=self.function_name, request_id=self.aws_request_id
+            )
+        return self._logger
+
+    async def invoke(self, function: str, payload: Any = None) -> Any:
+        """Invoke another function synchronously and return its result.
+
+        Raises the ``InvocationError`` subclass that says why it failed.
+        """
+        result = await self._require_invoker().invoke(function, payload)
+        return result.unwrap()
+
+    async def invoke_async(self, function: str, payload: Any = None) -> str:
+        """Queue an asynchronous invocation of another function; return its id."""
+        return await self._require_invoker().invoke_async(function, payload)
+
+    def _require_invoker(self) -> Invoker:
+        if self._invoker is None:
+            raise RuntimeError(
+                "this context is not attached to a running platform; "
+                "invoke other functions from inside a handler"
+            )
+        return self._invoker
+
+    def __repr__(self) -> str:
+        return (
+            f"<Context function={self.function_name} "
+            f"request_id={self.aws_request_id} attempt={self.attempt}>"
+        )

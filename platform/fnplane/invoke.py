@@ -1,0 +1,394 @@
+"""The one path every invocation takes.
+
+Build a context, take a concurrency slot (or throttle), get the environment
+ready (a cold start runs Init), run the handler under its deadline, classify
+the outcome, then log the REPORT line and count the metrics. Sources never
+call handlers directly; they call ``Invoker.invoke``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+import traceback
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from fnplane.context import Context
+from fnplane.errors import (
+    FunctionError,
+    HandlerError,
+    InitError,
+    InvocationTimeoutError,
+    ThrottledError,
+)
+from fnplane.function import Function
+from fnplane.lifecycle import HookGroup, InitFailure, InlineEnvironment
+from fnplane.lifecycle import run_shutdown_hooks as run_app_shutdown_hooks
+from fnplane.logs import log_capture
+from fnplane.metrics import Metrics
+
+if TYPE_CHECKING:
+    from fnplane.app import App
+    from fnplane.asyncq import AsyncQueue
+    from fnplane.config import Settings
+
+logger = structlog.get_logger(__name__)
+
+
+class Outcome(StrEnum):
+    """How an invocation ended."""
+
+    SUCCESS = "success"
+    HANDLED_ERROR = "handled_error"
+    UNHANDLED_ERROR = "unhandled_error"
+    TIMEOUT = "timeout"
+    THROTTLED = "throttled"
+    INIT_ERROR = "init_error"
+
+
+@dataclass(slots=True)
+class ErrorInfo:
+    """An invocation's error as Lambda reports it."""
+
+    error_type: str
+    message: str
+    stack_trace: list[str] = field(default_factory=list)
+    status_code: int | None = None
+
+    def to_lambda(self) -> dict[str, Any]:
+        """The ``errorMessage``/``errorType``/``stackTrace`` body Lambda returns."""
+        return {
+            "errorMessage": self.message,
+            "errorType": self.error_type,
+            "stackTrace": self.stack_trace,
+        }
+
+
+@dataclass(slots=True)
+class InvocationResult:
+    """What an invocation produced: the value, or the error and why."""
+
+    request_id: str
+    function: str
+    outcome: Outcome
+    value: Any = None
+    error: ErrorInfo | None = None
+    duration_ms: float = 0.0
+    init_duration_ms: float | None = None
+    log: list[str] | None = None
+
+    @property
+    def ok(self) -> bool:
+        """True when the handler returned normally."""
+        return self.outcome is Outcome.SUCCESS
+
+    @property
+    def cold_start(self) -> bool:
+        """True when this invocation ran the environment's Init."""
+        return self.init_duration_ms is not None
+
+    @property
+    def billed_duration_ms(self) -> int:
+        """The duration rounded up to the next millisecond, as Lambda bills it."""
+        return math.ceil(self.duration_ms)
+
+    def unwrap(self) -> Any:
+        """Return the value, or raise the ``InvocationError`` that says why not."""
+        if self.ok:
+            return self.value
+        error = self.error or ErrorInfo("Runtime.Error", "invocation failed")
+        context = {"function": self.function, "request_id": self.request_id}
+        match self.outcome:
+            case Outcome.THROTTLED:
+                raise ThrottledError(error.message, **context)
+            case Outcome.TIMEOUT:
+                raise InvocationTimeoutError(error.message, **context)
+            case Outcome.INIT_ERROR:
+                raise InitError(error.message, **context)
+        raise HandlerError(
+            error.message,
+            error_type=error.error_type,
+            stack_trace=error.stack_trace,
+            handled=self.outcome is Outcome.HANDLED_ERROR,
+            **context,
+        )
+
+
+def new_request_id() -> str:
+    """A fresh request id, in the UUID form Lambda uses."""
+    return str(uuid.uuid4())
+
+
+class Invoker:
+    """Invokes an app's functions: environments, concurrency, deadlines, reports."""
+
+    def __init__(
+        self,
+        app: App,
+        settings: Settings | None = None,
+        metrics: Metrics | None = None,
+    ) -> None:
+        from fnplane.asyncq import InMemoryAsyncQueue
+        from fnplane.config import Settings
+
+        self.app = app
+        self.settings = settings or Settings()
+        self.metrics = metrics or Metrics()
+        self.async_queue: AsyncQueue = InMemoryAsyncQueue(self)
+        self._executor = ThreadPoolExecutor(
+            self.settings.threads, thread_name_prefix="fnplane-handler"
+        )
+        self._app_init = HookGroup(app.name, app.init_hooks)
+        self._environments: dict[str, InlineEnvironment] = {}
+        self._running: dict[str, int] = dict.fromkeys(app.functions, 0)
+        self._in_flight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    @property
+    def in_flight(self) -> int:
+        """Invocations running now, across all functions."""
+        return self._in_flight
+
+    async def invoke(
+        self,
+        name: str,
+        event: Any = None,
+        *,
+        request_id: str | None = None,
+        attempt: int = 1,
+        capture_log: bool = False,
+    ) -> InvocationResult:
+        """Invoke function ``name`` with ``event`` and wait for the result.
+
+        Never raises for the handler's sake: the outcome says how it ended.
+        Raises ``FunctionNotFoundError`` for an unknown name.
+        """
+        function = self.app.get(name)
+        request_id = request_id or new_request_id()
+        stats = self.metrics.function(name)
+        running = self._running.get(name, 0)
+        if function.concurrency is not None and running >= function.concurrency:
+            return self._throttled(function, request_id)
+
+        self._running[name] = running + 1
+        self._in_flight += 1
+        self._idle.clear()
+        stats.concurrent.inc()
+        log = [] if capture_log else None
+        token = log_capture.set(log) if log is not None else None
+        try:
+            result = await self._run(function, event, request_id, attempt, log)
+        finally:
+            if token is not None:
+                log_capture.reset(token)
+            stats.concurrent.dec()
+            self._running[name] -= 1
+            self._in_flight -= 1
+            if not self._in_flight:
+                self._idle.set()
+
+        self._report(result, log)
+        return result
+
+    async def invoke_async(
+        self, name: str, event: Any = None, *, request_id: str | None = None
+    ) -> str:
+        """Queue an asynchronous invocation; return its request id at once."""
+        self.app.get(name)
+        request_id = request_id or new_request_id()
+        await self.async_queue.submit(name, event, request_id)
+        return request_id
+
+    async def drain(self, grace_s: float) -> bool:
+        """Wait up to ``grace_s`` for in-flight invocations; True if all finished."""
+        try:
+            async with asyncio.timeout(grace_s):
+                await self.async_queue.drain()
+                await self._idle.wait()
+        except TimeoutError:
+            return False
+        return True
+
+    async def shutdown(self) -> None:
+        """Run every started environment's shutdown hooks, then the app's."""
+        environments = list(self._environments.values())
+        for environment in environments:
+            await environment.shutdown()
+        # Like Lambda, only an environment that started gets a Shutdown phase.
+        if any(environment.initialized for environment in environments):
+            await run_app_shutdown_hooks(self.app.name, self.app.shutdown_hooks)
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    def environment(self, function: Function) -> InlineEnvironment:
+        """The function's environment, created on first use."""
+        environment = self._environments.get(function.name)
+        if environment is None:
+            environment = InlineEnvironment(
+                function, self._app_init, self._executor, self.settings.init_limit
+            )
+            self._environments[function.name] = environment
+        return environment
+
+    async def _run(
+        self,
+        function: Function,
+        event: Any,
+        request_id: str,
+        attempt: int,
+        log: list[str] | None,
+    ) -> InvocationResult:
+        environment = self.environment(function)
+        if log is not None:
+            log.append(f"START RequestId: {request_id} Version: $LATEST")
+        try:
+            init_ms = await environment.ensure_ready()
+        except InitFailure as failure:
+            error = ErrorInfo(failure.error_type, str(failure), failure.stack_trace)
+            return InvocationResult(
+                request_id, function.name, Outcome.INIT_ERROR, error=error
+            )
+
+        started = time.perf_counter()
+        deadline = time.monotonic() + function.timeout_s
+        context = Context(function, request_id, deadline, self, attempt)
+        context.cold_start = init_ms is not None
+        outcome, value, error = await self._call(environment, event, context)
+        return InvocationResult(
+            request_id,
+            function.name,
+            outcome,
+            value,
+            error,
+            duration_ms=(time.perf_counter() - started) * 1000,
+            init_duration_ms=init_ms,
+        )
+
+    async def _call(
+        self, environment: InlineEnvironment, event: Any, context: Context
+    ) -> tuple[Outcome, Any, ErrorInfo | None]:
+        timeout_s = environment.function.timeout_s
+        try:
+            async with asyncio.timeout(timeout_s) as deadline:
+                value = await environment.run(event, context)
+        except TimeoutError as exc:
+            if not deadline.expired():
+                return Outcome.UNHANDLED_ERROR, None, error_info(exc)
+            return Outcome.TIMEOUT, None, self._timed_out(environment, context)
+        except FunctionError as exc:
+            status = getattr(exc, "status_code", None)
+            error = ErrorInfo(exc.error_type, str(exc), status_code=status)
+            return Outcome.HANDLED_ERROR, None, error
+        except Exception as exc:
+            logger.error(
+                "invocation.failed",
+                function=context.function_name,
+                request_id=context.aws_request_id,
+                exc_info=exc,
+            )
+            return Outcome.UNHANDLED_ERROR, None, error_info(exc)
+        return Outcome.SUCCESS, value, None
+
+    def _timed_out(self, environment: InlineEnvironment, context: Context) -> ErrorInfo:
+        function = environment.function
+        message = f"Task timed out after {function.timeout_s:.2f} seconds"
+        if not function.is_async:
+            # A thread cannot be stopped from outside: the handler runs on,
+            # its result discarded, until it returns by itself.
+            logger.warning(
+                "invocation.thread_left_running",
+                function=function.name,
+                request_id=context.aws_request_id,
+            )
+        return ErrorInfo("Sandbox.Timedout", message)
+
+    def _throttled(self, function: Function, request_id: str) -> InvocationResult:
+        stats = self.metrics.function(function.name)
+        stats.throttles.inc()
+        stats.invoked(Outcome.THROTTLED)
+        logger.warning(
+            "invocation.throttled",
+            function=function.name,
+            request_id=request_id,
+            concurrency=function.concurrency,
+        )
+        message = (
+            f"function {function.name!r} is at its concurrency limit "
+            f"({function.concurrency}); retry later"
+        )
+        error = ErrorInfo("TooManyRequestsException", message)
+        return InvocationResult(
+            request_id, function.name, Outcome.THROTTLED, error=error
+        )
+
+    def _report(self, result: InvocationResult, log: list[str] | None) -> None:
+        stats = self.metrics.function(result.function)
+        stats.invoked(result.outcome)
+        stats.duration_s.observe(result.duration_ms / 1000)
+        if result.init_duration_ms is not None:
+            stats.cold_starts.inc()
+            stats.init_duration_s.observe(result.init_duration_ms / 1000)
+        if result.outcome is not Outcome.SUCCESS:
+            stats.errors.inc()
+            if result.outcome is Outcome.TIMEOUT:
+                stats.timeouts.inc()
+            self._log_failure(result)
+        cold = {}
+        if result.init_duration_ms is not None:
+            cold["init_duration_ms"] = round(result.init_duration_ms, 2)
+        logger.info(
+            "invocation.report",
+            function=result.function,
+            request_id=result.request_id,
+            outcome=result.outcome.value,
+            duration_ms=round(result.duration_ms, 2),
+            billed_duration_ms=result.billed_duration_ms,
+            **cold,
+        )
+        if log is not None:
+            log.extend(report_lines(result))
+            result.log = log
+
+    def _log_failure(self, result: InvocationResult) -> None:
+        error = result.error
+        assert error is not None
+        if result.outcome in (Outcome.TIMEOUT, Outcome.INIT_ERROR):
+            logger.error(
+                f"invocation.{result.outcome.value}",
+                function=result.function,
+                request_id=result.request_id,
+                error=error.message,
+            )
+        elif result.outcome is Outcome.HANDLED_ERROR:
+            logger.warning(
+                "invocation.handled_error",
+                function=result.function,
+                request_id=result.request_id,
+                error_type=error.error_type,
+                error=error.message,
+            )
+
+
+def error_info(exc: BaseException) -> ErrorInfo:
+    """Describe a handler's exception: class name, message, formatted frames."""
+    frames = traceback.format_tb(exc.__traceback__)
+    return ErrorInfo(type(exc).__name__, str(exc), [frame.rstrip() for frame in frames])
+
+
+def report_lines(result: InvocationResult) -> list[str]:
+    """The END and REPORT lines of an invocation's log, in Lambda's wording."""
+    report = (
+        f"REPORT RequestId: {result.request_id}\t"
+        f"Duration: {result.duration_ms:.2f} ms\t"
+        f"Billed Duration: {result.billed_duration_ms} ms"
+    )
+    if result.init_duration_ms is not None:
+        report += f"\tInit Duration: {result.init_duration_ms:.2f} ms"
+    return [f"END RequestId: {result.request_id}", report]

@@ -1,0 +1,74 @@
+"""structlog setup for the CLI, and per-invocation log capture.
+
+Library modules only call ``structlog.get_logger()``; ``configure`` is called
+by the CLI alone. The capture processor copies each log line emitted while an
+invocation runs into that invocation's buffer, found through a context
+variable, so ``X-Amz-Log-Type: Tail`` can return the invocation's own log.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from contextvars import ContextVar
+from typing import Any
+
+import structlog
+
+TAIL_LIMIT_BYTES = 4096
+LOG_FORMATS = ("console", "json")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+log_capture: ContextVar[list[str] | None] = ContextVar("log_capture", default=None)
+
+
+def capture_for_tail(_: Any, method: str, event_dict: dict[str, Any]) -> Any:
+    """Copy the line into the running invocation's buffer, if it asked for one."""
+    buffer = log_capture.get()
+    if buffer is not None:
+        fields = " ".join(
+            f"{key}={value}"
+            for key, value in event_dict.items()
+            if key not in ("event", "timestamp", "function", "request_id")
+        )
+        buffer.append(f"[{method.upper()}] {event_dict.get('event')} {fields}".rstrip())
+    return event_dict
+
+
+def tail(lines: list[str]) -> str:
+    """The last 4 KB of an invocation's log, as Lambda's ``LogResult`` holds."""
+    text = "\n".join(lines) + "\n"
+    encoded = text.encode()
+    if len(encoded) <= TAIL_LIMIT_BYTES:
+        return text
+    return encoded[-TAIL_LIMIT_BYTES:].decode(errors="ignore")
+
+
+def configure(log_format: str = "console", level: str = "info") -> None:
+    """Set up structlog: console lines for people, JSON lines for machines."""
+    if log_format not in LOG_FORMATS:
+        raise ValueError(f"log format {log_format!r} is not one of {LOG_FORMATS}")
+    if level not in LOG_LEVELS:
+        raise ValueError(f"log level {level!r} is not one of {LOG_LEVELS}")
+    renderer: Any = (
+        structlog.processors.JSONRenderer()
+        if log_format == "json"
+        else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+    )
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            capture_for_tail,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info
+            if log_format == "json"
+            else structlog.processors.StackInfoRenderer(),
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(
+            logging.getLevelNamesMapping()[level.upper()]
+        ),
+        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        cache_logger_on_first_use=True,
+    )

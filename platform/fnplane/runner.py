@@ -1,0 +1,135 @@
+"""Running an app: the invoker, its sources and a graceful shutdown.
+
+``Platform`` is what ``fnplane run`` starts and what tests start in-process.
+Shutdown follows the architecture's order: stop intake (new HTTP requests
+get 503), let in-flight invocations finish within the grace period, stop the
+sources, run shutdown hooks, return. A second signal exits at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from collections.abc import Callable
+from typing import Protocol
+
+import structlog
+
+from fnplane.api import PlatformApi
+from fnplane.app import App
+from fnplane.config import Settings
+from fnplane.invoke import Invoker
+
+logger = structlog.get_logger(__name__)
+
+FORCED_EXIT_CODE = 130
+
+
+class Source(Protocol):
+    """An event source the platform starts and stops."""
+
+    async def start(self) -> None:
+        """Begin turning outside events into invocations."""
+
+    def stop_intake(self) -> None:
+        """Stop taking new work; in-flight work goes on."""
+
+    async def stop(self, grace_s: float) -> None:
+        """Finish or abandon in-flight work within ``grace_s`` and release resources."""
+
+
+SourceFactory = Callable[[Invoker], Source | None]
+
+# Each source kind registers a factory here (by trigger ``source`` name); it
+# returns None when the app has no trigger of that kind.
+SOURCE_FACTORIES: dict[str, SourceFactory] = {}
+
+
+class Platform:
+    """An app with its invoker, HTTP server and sources, started and stopped."""
+
+    def __init__(self, app: App, settings: Settings | None = None) -> None:
+        self.app = app
+        self.settings = settings or Settings()
+        self.invoker = Invoker(app, self.settings)
+        self.api = PlatformApi(self.invoker)
+        self.sources: list[Source] = []
+        self._stopping = asyncio.Event()
+
+    @property
+    def port(self) -> int:
+        """The HTTP port actually bound (useful with port 0)."""
+        from fnplane.sources.web import HttpSource
+
+        for source in self.sources:
+            if isinstance(source, HttpSource) and source.port is not None:
+                return source.port
+        raise RuntimeError("the HTTP source is not started")
+
+    async def start(self, reuse_port: bool = False) -> None:
+        """Start the HTTP server (always: it serves the platform API) and the
+        sources the app's triggers need."""
+        from fnplane.sources.web import HttpSource
+
+        http = HttpSource(self.invoker, self.api, reuse_port=reuse_port)
+        self.sources.append(http)
+        for factory in SOURCE_FACTORIES.values():
+            source = factory(self.invoker)
+            if source is not None:
+                self.sources.append(source)
+        for source in self.sources:
+            await source.start()
+        logger.info(
+            "platform.started",
+            functions=sorted(self.app.functions),
+            port=http.port,
+            pid=os.getpid(),
+        )
+
+    @property
+    def stopping(self) -> bool:
+        """True once a stop was requested."""
+        return self._stopping.is_set()
+
+    def request_stop(self) -> None:
+        """Ask ``serve`` to shut down (what SIGTERM and SIGINT do)."""
+        self._stopping.set()
+
+    async def serve(self) -> None:
+        """Run until asked to stop, then shut down gracefully."""
+        await self._stopping.wait()
+        await self.stop()
+
+    async def stop(self) -> None:
+        """Stop intake, drain within the grace period, stop sources, run hooks."""
+        grace_s = self.settings.grace
+        for source in self.sources:
+            source.stop_intake()
+        logger.info(
+            "platform.draining", in_flight=self.invoker.in_flight, grace_s=grace_s
+        )
+        drained = await self.invoker.drain(grace_s)
+        if not drained:
+            logger.warning("platform.grace_expired", abandoned=self.invoker.in_flight)
+        for source in reversed(self.sources):
+            await source.stop(grace_s=0 if not drained else 1.0)
+        await self.invoker.shutdown()
+        logger.info("platform.stopped")
+
+
+async def run_until_signalled(platform: Platform, reuse_port: bool = False) -> None:
+    """Start ``platform`` and serve until SIGTERM or SIGINT; a second one exits."""
+    loop = asyncio.get_running_loop()
+
+    def on_signal(signum: int) -> None:
+        if platform.stopping:
+            logger.warning("platform.forced_exit", signal=signal.Signals(signum).name)
+            os._exit(FORCED_EXIT_CODE)
+        logger.info("platform.signal", signal=signal.Signals(signum).name)
+        platform.request_stop()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, on_signal, signum)
+    await platform.start(reuse_port=reuse_port)
+    await platform.serve()

@@ -1,0 +1,228 @@
+"""The HTTP push source: an aiohttp server that invokes functions per request.
+
+It runs aiohttp's low-level server with fnplane's own route table rather
+than ``web.Application``: the table already exists for registration checks,
+and skipping the application's router and middleware chain keeps the
+per-request cost close to bare aiohttp. The platform's API (invoke, health,
+functions, metrics) is served on the same port.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from typing import TYPE_CHECKING, Any
+
+import structlog
+from aiohttp import web
+from aiohttp.web_exceptions import HTTPRequestEntityTooLarge
+from multidict import CIMultiDict
+
+from fnplane.api import REQUEST_ID_HEADER, error_response, json_response
+from fnplane.events.http_request import HttpRequest
+from fnplane.events.http_response import HttpReply, ResponseError, to_reply
+from fnplane.invoke import InvocationResult, Outcome, new_request_id
+
+if TYPE_CHECKING:
+    from fnplane.api import PlatformApi
+    from fnplane.invoke import Invoker
+
+logger = structlog.get_logger(__name__)
+
+INVOCATION_TYPE_HEADER = "X-Fnplane-Invocation-Type"
+THROTTLE_RETRY_AFTER_S = "1"
+
+
+class HttpSource:
+    """Serves the app's HTTP routes and the platform API on one port."""
+
+    def __init__(
+        self, invoker: Invoker, api: PlatformApi, reuse_port: bool = False
+    ) -> None:
+        self.invoker = invoker
+        self.reuse_port = reuse_port
+        self.api = api
+        self.settings = invoker.settings
+        self.routes = invoker.app.routes
+        self.draining = False
+        self.port: int | None = None
+        self._runner: web.ServerRunner | None = None
+
+    async def start(self) -> None:
+        """Bind the port and start serving."""
+        server = web.Server(self.handle, request_factory=self._make_request)
+        self._runner = web.ServerRunner(server, handle_signals=False)
+        await self._runner.setup()
+        listener = bind_socket(self.settings.host, self.settings.port, self.reuse_port)
+        self.port = listener.getsockname()[1]
+        await web.SockSite(self._runner, listener).start()
+        logger.info("source.http_started", host=self.settings.host, port=self.port)
+
+    def stop_intake(self) -> None:
+        """Answer new requests with 503 from now on; in-flight ones finish."""
+        self.draining = True
+
+    async def stop(self, grace_s: float) -> None:
+        """Close the listener and every connection, after ``grace_s`` at most."""
+        if self._runner is not None:
+            self._runner.server.shutdown_timeout = grace_s  # type: ignore[union-attr]
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        """Route one request to a function or to the platform API."""
+        request_id = new_request_id()
+        if self.draining:
+            return error_response(
+                503,
+                "the platform is shutting down; retry on another node",
+                request_id,
+                Connection="close",
+                **{"Retry-After": "1"},
+            )
+        api_handler = self.api.match(request)
+        if api_handler is not None:
+            return await api_handler(request, request_id)
+
+        match = self.routes.match(request.method, request.path)
+        if match.function is None:
+            if match.allowed:
+                return error_response(
+                    405,
+                    f"method {request.method} is not allowed on {request.path}",
+                    request_id,
+                    Allow=", ".join(match.allowed),
+                )
+            return error_response(404, f"no route for {request.path}", request_id)
+
+        try:
+            body = await request.read()
+        except HTTPRequestEntityTooLarge:
+            return self._too_large(request_id)
+        event = self._event(
+            request, body, match.path_params, match.route_key, request_id
+        )
+        if request.headers.get(INVOCATION_TYPE_HEADER, "").lower() == "event":
+            await self.invoker.invoke_async(
+                match.function, event, request_id=request_id
+            )
+            return json_response(202, {"requestId": request_id}, request_id)
+        result = await self.invoker.invoke(match.function, event, request_id=request_id)
+        return self._respond(result)
+
+    def _event(
+        self,
+        request: web.BaseRequest,
+        body: bytes,
+        path_params: dict[str, str],
+        route_key: str,
+        request_id: str,
+    ) -> HttpRequest:
+        return HttpRequest(
+            method=request.method,
+            path=request.path,
+            query_string=request.query_string,
+            headers=list(request.headers.items()),
+            body=body,
+            path_params=path_params,
+            route_key=route_key,
+            request_id=request_id,
+            source_ip=request.remote or "",
+            protocol=f"HTTP/{request.version.major}.{request.version.minor}",
+            received_at_ms=int(time.time() * 1000),
+        )
+
+    def _respond(self, result: InvocationResult) -> web.Response:
+        request_id = result.request_id
+        if result.outcome is Outcome.SUCCESS:
+            try:
+                reply = to_reply(result.value)
+            except ResponseError as exc:
+                logger.error(
+                    "http.bad_result",
+                    function=result.function,
+                    request_id=request_id,
+                    error=str(exc),
+                )
+                return self._server_error(result, str(exc))
+            return reply_response(reply, request_id)
+        error = result.error
+        assert error is not None
+        if result.outcome is Outcome.THROTTLED:
+            return error_response(
+                429,
+                error.message,
+                request_id,
+                **{"Retry-After": THROTTLE_RETRY_AFTER_S},
+            )
+        if result.outcome is Outcome.TIMEOUT:
+            return error_response(504, error.message, request_id)
+        if error.status_code is not None:
+            return error_response(error.status_code, error.message, request_id)
+        return self._server_error(result, error.message)
+
+    def _server_error(self, result: InvocationResult, detail: str) -> web.Response:
+        body: dict[str, Any] = {
+            "message": "Internal Server Error",
+            "requestId": result.request_id,
+        }
+        if self.settings.debug and result.error is not None:
+            body.update(result.error.to_lambda())
+        elif self.settings.debug:
+            body["errorMessage"] = detail
+        return json_response(500, body, result.request_id)
+
+    def _too_large(self, request_id: str) -> web.Response:
+        limit = self.settings.max_body_bytes
+        return error_response(
+            413,
+            f"request body is over the {limit} byte limit",
+            request_id,
+            Connection="close",
+        )
+
+    def _make_request(
+        self, message: Any, payload: Any, protocol: Any, writer: Any, task: Any
+    ) -> web.BaseRequest:
+        # The low-level server's default request factory caps bodies at 1 MB;
+        # the platform's limit (6 MB by default, like Lambda's) applies instead.
+        return web.BaseRequest(
+            message,
+            payload,
+            protocol,
+            writer,
+            task,
+            asyncio.get_running_loop(),
+            client_max_size=self.settings.max_body_bytes,
+        )
+
+
+def reply_response(reply: HttpReply, request_id: str) -> web.Response:
+    """An aiohttp response from a handler's reply, with the request id header."""
+    headers: CIMultiDict[str] | dict[str, str]
+    if reply.cookies:
+        headers = CIMultiDict(reply.headers)
+        for cookie in reply.cookies:
+            headers.add("Set-Cookie", cookie)
+    else:
+        headers = reply.headers
+    headers[REQUEST_ID_HEADER] = request_id
+    return web.Response(status=reply.status, body=reply.body, headers=headers)
+
+
+def bind_socket(host: str, port: int, reuse_port: bool = False) -> socket.socket:
+    """A listening TCP socket; ``reuse_port`` lets worker processes share it.
+
+    Off by default: two platforms started on one port by mistake should fail
+    loudly, not split the traffic between them.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    listener = socket.socket(family, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    listener.bind((host, port))
+    listener.listen(1024)
+    listener.setblocking(False)
+    return listener
