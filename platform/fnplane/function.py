@@ -25,8 +25,9 @@ FUNCTION_ARN_PREFIX = "arn:aws:lambda:local:000000000000:function:"
 class Trigger:
     """Something outside the platform that invokes a function.
 
-    Each trigger kind names the source that serves it (``source``); the runner
-    starts one source per kind for all the functions that need it.
+    Each trigger kind names the source that serves it (``source``: the module
+    ``fnplane.sources.<source>``, whose ``create_source(invoker)`` builds it);
+    the runner starts one source per kind for all the functions that need it.
     """
 
     source: str = ""

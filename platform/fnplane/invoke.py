@@ -148,6 +148,7 @@ class Invoker:
         self._app_init = HookGroup(app.name, app.init_hooks)
         self._environments: dict[str, InlineEnvironment] = {}
         self._running: dict[str, int] = dict.fromkeys(app.functions, 0)
+        self._slot_freed: dict[str, asyncio.Event] = {}
         self._in_flight = 0
         self._idle = asyncio.Event()
         self._idle.set()
@@ -165,18 +166,24 @@ class Invoker:
         request_id: str | None = None,
         attempt: int = 1,
         capture_log: bool = False,
+        wait_for_slot: bool = False,
     ) -> InvocationResult:
         """Invoke function ``name`` with ``event`` and wait for the result.
 
+        At the function's concurrency limit the invocation is throttled, or,
+        with ``wait_for_slot`` (queues and stream sources), waits for a slot.
         Never raises for the handler's sake: the outcome says how it ended.
         Raises ``FunctionNotFoundError`` for an unknown name.
         """
         function = self.app.get(name)
         request_id = request_id or new_request_id()
         stats = self.metrics.function(name)
+        limit = function.concurrency
+        if limit is not None and self._running.get(name, 0) >= limit:
+            if not wait_for_slot:
+                return self._throttled(function, request_id)
+            await self._wait_for_slot(name, limit)
         running = self._running.get(name, 0)
-        if function.concurrency is not None and running >= function.concurrency:
-            return self._throttled(function, request_id)
 
         self._running[name] = running + 1
         self._in_flight += 1
@@ -194,6 +201,9 @@ class Invoker:
             self._in_flight -= 1
             if not self._in_flight:
                 self._idle.set()
+            slot_freed = self._slot_freed.pop(name, None)
+            if slot_freed is not None:
+                slot_freed.set()
 
         self._report(result, log)
         return result
@@ -206,6 +216,11 @@ class Invoker:
         request_id = request_id or new_request_id()
         await self.async_queue.submit(name, event, request_id)
         return request_id
+
+    async def _wait_for_slot(self, name: str, limit: int) -> None:
+        while self._running.get(name, 0) >= limit:
+            freed = self._slot_freed.setdefault(name, asyncio.Event())
+            await freed.wait()
 
     async def drain(self, grace_s: float) -> bool:
         """Wait up to ``grace_s`` for in-flight invocations; True if all finished."""

@@ -33,7 +33,7 @@ class HttpTrigger(Trigger):
     path: str
     pattern: re.Pattern[str] | None
     param_names: tuple[str, ...]
-    source = "http"
+    source = "web"
 
     @classmethod
     def parse(cls, method: str | Iterable[str], path: str) -> HttpTrigger:

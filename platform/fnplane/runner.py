@@ -9,9 +9,9 @@ sources, run shutdown hooks, return. A second signal exits at once.
 from __future__ import annotations
 
 import asyncio
+import importlib
 import os
 import signal
-from collections.abc import Callable
 from typing import Protocol
 
 import structlog
@@ -39,11 +39,24 @@ class Source(Protocol):
         """Finish or abandon in-flight work within ``grace_s`` and release resources."""
 
 
-SourceFactory = Callable[[Invoker], Source | None]
+HTTP_SOURCE = "web"
 
-# Each source kind registers a factory here (by trigger ``source`` name); it
-# returns None when the app has no trigger of that kind.
-SOURCE_FACTORIES: dict[str, SourceFactory] = {}
+
+def source_kinds(app: App) -> list[str]:
+    """The source modules the app's triggers need, besides the HTTP server."""
+    kinds = {t.source for f in app.functions.values() for t in f.triggers}
+    return sorted(kinds - {HTTP_SOURCE})
+
+
+def create_source(kind: str, invoker: Invoker) -> Source:
+    """Import ``fnplane.sources.<kind>`` and build its source.
+
+    Imported only when a trigger needs it, so an app without Kafka triggers
+    never pays for importing aiokafka (and likewise for redis and watchdog).
+    """
+    module = importlib.import_module(f"fnplane.sources.{kind}")
+    source: Source = module.create_source(invoker)
+    return source
 
 
 class Platform:
@@ -56,6 +69,7 @@ class Platform:
         self.api = PlatformApi(self.invoker)
         self.sources: list[Source] = []
         self._stopping = asyncio.Event()
+        self._stopped = False
 
     @property
     def port(self) -> int:
@@ -74,10 +88,8 @@ class Platform:
 
         http = HttpSource(self.invoker, self.api, reuse_port=reuse_port)
         self.sources.append(http)
-        for factory in SOURCE_FACTORIES.values():
-            source = factory(self.invoker)
-            if source is not None:
-                self.sources.append(source)
+        for kind in source_kinds(self.app):
+            self.sources.append(create_source(kind, self.invoker))
         for source in self.sources:
             await source.start()
         logger.info(
@@ -102,7 +114,14 @@ class Platform:
         await self.stop()
 
     async def stop(self) -> None:
-        """Stop intake, drain within the grace period, stop sources, run hooks."""
+        """Stop intake, drain within the grace period, stop sources, run hooks.
+
+        Safe to call twice; the second call does nothing.
+        """
+        if self._stopped:
+            return
+        self._stopped = True
+        self._stopping.set()
         grace_s = self.settings.grace
         for source in self.sources:
             source.stop_intake()
