@@ -1,0 +1,221 @@
+"""The Task state, and the Retry/Catch loop Task, Map and Parallel share.
+
+A Task invokes a function through the injected invoker. Its outcome is
+journaled under a replay-stable key before the state goes on, so a Standard
+execution resumed after a crash replays a completed task instead of running
+it again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from fnplane.workflows import dataflow
+from fnplane.workflows.errors import (
+    RUNTIME,
+    TIMEOUT,
+    StatesError,
+    error_name_of,
+)
+from fnplane.workflows.resources import (
+    function_name_from,
+    parse_resource,
+    wrap_invoke_result,
+)
+from fnplane.workflows.retry import find_catcher, find_retrier
+from fnplane.workflows.runner import StateRun
+from fnplane.workflows.stateio import (
+    catch_output,
+    effective_input,
+    field_value,
+    finish,
+    output_path,
+)
+
+Attempt = Callable[[StateRun], Awaitable[Any]]
+
+
+async def run_task(run: StateRun) -> tuple[str | None, Any]:
+    """Task: invoke the function, with the state's Retry and Catch."""
+    return await guarded(run, _task_attempt)
+
+
+async def guarded(run: StateRun, attempt: Attempt) -> tuple[str | None, Any]:
+    """Run ``attempt`` under the state's retriers and catchers.
+
+    ``attempt`` returns the output before ``OutputPath``, which is applied
+    afterwards, outside the catchers: AWS fails the execution when it
+    cannot be applied, whatever the Catch says.
+    """
+    retriers = run.state.get("Retry") or []
+    counts = [0] * len(retriers)
+    while True:
+        try:
+            output = await attempt(run)
+            break
+        except StatesError as exc:
+            error = exc.error or ""
+            found = find_retrier(retriers, error)
+            if found is not None and counts[found[0]] < found[1].max_attempts:
+                index, policy = found
+                delay_s = policy.delay_s(counts[index])
+                counts[index] += 1
+                run.retry_count += 1
+                await run.runner.sleep_until(
+                    f"{run.key}/retry{run.retry_count}",
+                    run.runner.clock.now() + delay_s,
+                )
+                continue
+            catcher = find_catcher(run.state.get("Catch") or [], error)
+            if catcher is None:
+                raise
+            error_output = {"Error": exc.error, "Cause": exc.cause}
+            output = catch_output(run, catcher, error_output)
+            run.exit(output)
+            return catcher["Next"], output
+    output = output_path(run, output)
+    run.exit(output)
+    return run.next(), output
+
+
+async def _task_attempt(run: StateRun) -> Any:
+    resource = parse_resource(run.state["Resource"])
+    payload = effective_input(run)
+    timeout_s = _timeout_s(run)
+    if resource.kind == "lambda_invoke":
+        if not isinstance(payload, dict):
+            raise StatesError(RUNTIME, "lambda:invoke needs an object of parameters")
+        name = function_name_from(payload.get("FunctionName"))
+        if name is None:
+            raise StatesError(
+                RUNTIME, "The lambda:invoke parameters need a FunctionName"
+            )
+        result = await _call(run, name, payload.get("Payload"), payload, timeout_s)
+    else:
+        assert resource.function_name is not None
+        result = await _call(run, resource.function_name, payload, None, timeout_s)
+    return finish(run, result, apply_output_path=False)
+
+
+def _timeout_s(run: StateRun) -> float | None:
+    field_value(run, "HeartbeatSeconds", run.input)
+    value = field_value(run, "TimeoutSeconds", run.input)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        raise StatesError(
+            RUNTIME,
+            f"The TimeoutSeconds value must be a positive integer, got"
+            f" {dataflow.compact_json(value)}",
+        )
+    return float(value)
+
+
+async def _call(
+    run: StateRun,
+    function_name: str,
+    payload: Any,
+    parameters: dict[str, Any] | None,
+    timeout_s: float | None,
+) -> Any:
+    events = _TaskEvents(run, parameters is not None)
+    events.scheduled(payload if parameters is None else parameters, timeout_s)
+    journal = run.runner.journal
+    key = f"{run.key}/task{run.retry_count}"
+    recorded = journal.recorded(key) if journal is not None else None
+    if recorded is None:
+        recorded = await _invoke(run, function_name, payload, timeout_s)
+        if journal is not None:
+            journal.record(key, recorded)
+    if "error" in recorded:
+        events.failed(recorded["error"], recorded["cause"])
+        raise StatesError(recorded["error"], recorded["cause"])
+    result = recorded["result"]
+    if parameters is not None:
+        size = len(json.dumps(result).encode())
+        result = wrap_invoke_result(result, size)
+    events.succeeded(result)
+    return result
+
+
+async def _invoke(
+    run: StateRun, function_name: str, payload: Any, timeout_s: float | None
+) -> dict[str, Any]:
+    runner = run.runner
+    limit_s = timeout_s
+    remaining_s = runner.remaining_s()
+    if remaining_s is not None:
+        limit_s = remaining_s if limit_s is None else min(limit_s, remaining_s)
+    try:
+        call = runner.invoker(function_name, payload, timeout_s)
+        if limit_s is None:
+            result = await call
+        else:
+            result = await asyncio.wait_for(call, limit_s)
+    except StatesError as exc:
+        return {"error": exc.error, "cause": exc.cause}
+    except TimeoutError:
+        return {"error": TIMEOUT, "cause": None}
+    except Exception as exc:  # noqa: BLE001 - a function's failure is data here
+        cause = {"errorMessage": str(exc), "errorType": error_name_of(exc)}
+        return {"error": error_name_of(exc), "cause": dataflow.compact_json(cause)}
+    return {"result": result}
+
+
+class _TaskEvents:
+    """The Scheduled/Started/Succeeded/Failed events of one task call."""
+
+    def __init__(self, run: StateRun, service: bool) -> None:
+        self.run = run
+        self.service = service
+        self.prefix = "Task" if service else "LambdaFunction"
+
+    def scheduled(self, payload: Any, timeout_s: float | None) -> None:
+        recording = self.run.recording
+        details: dict[str, Any] | None = None
+        if recording and self.service:
+            details = {
+                "resource": "invoke",
+                "resourceType": "lambda",
+                "region": "us-east-1",
+                "parameters": dataflow.compact_json(payload),
+            }
+        elif recording:
+            details = {
+                "resource": self.run.state["Resource"],
+                "input": dataflow.compact_json(payload),
+                "inputDetails": {"truncated": False},
+            }
+        if details is not None and timeout_s is not None:
+            details["timeoutInSeconds"] = int(timeout_s)
+        self.run.emit(f"{self.prefix}Scheduled", details)
+        started = self._service_details() if recording and self.service else None
+        self.run.emit(f"{self.prefix}Started", started)
+
+    def _service_details(self) -> dict[str, Any]:
+        return {"resource": "invoke", "resourceType": "lambda"}
+
+    def succeeded(self, result: Any) -> None:
+        details = None
+        if self.run.recording:
+            details = {
+                "output": dataflow.compact_json(result),
+                "outputDetails": {"truncated": False},
+            }
+            if self.service:
+                details.update(self._service_details())
+        self.run.emit(f"{self.prefix}Succeeded", details)
+
+    def failed(self, error: str | None, cause: str | None) -> None:
+        kind = "TimedOut" if error == TIMEOUT else "Failed"
+        details: dict[str, Any] = {}
+        if error is not None:
+            details["error"] = error
+        if cause is not None:
+            details["cause"] = cause
+        if self.service:
+            details.update(self._service_details())
+        self.run.emit(f"{self.prefix}{kind}", details)
