@@ -175,3 +175,12 @@ async def start_platform(
     yield start
     for platform in started:
         await platform.stop()
+
+
+@pytest.fixture(autouse=True)
+def reset_logging() -> Iterator[None]:
+    """Give every test structlog's defaults back, whatever it configured."""
+    yield
+    import structlog
+
+    structlog.reset_defaults()

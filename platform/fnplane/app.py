@@ -192,7 +192,7 @@ def build_function(handler: Handler, options: FunctionOptions) -> Function:
     """Validate ``options`` and return a ``Function`` for ``handler``."""
     if not callable(handler):
         raise RegistrationError(f"a handler must be callable, got {handler!r}")
-    name = options.get("name") or getattr(handler, "__name__", "")
+    name = options["name"] if "name" in options else getattr(handler, "__name__", "")
     if not isinstance(name, str) or not FUNCTION_NAME.match(name):
         raise RegistrationError(
             f"function name {name!r} is invalid: use 1 to 64 letters, digits, "

@@ -44,8 +44,14 @@ def tail(lines: list[str]) -> str:
     return encoded[-TAIL_LIMIT_BYTES:].decode(errors="ignore")
 
 
-def configure(log_format: str = "console", level: str = "info") -> None:
-    """Set up structlog: console lines for people, JSON lines for machines."""
+def configure(
+    log_format: str = "console", level: str = "info", cache_loggers: bool = True
+) -> None:
+    """Set up structlog: console lines for people, JSON lines for machines.
+
+    ``cache_loggers=False`` keeps loggers reconfigurable (tests need that to
+    capture logs after this call).
+    """
     if log_format not in LOG_FORMATS:
         raise ValueError(f"log format {log_format!r} is not one of {LOG_FORMATS}")
     if level not in LOG_LEVELS:
@@ -70,5 +76,5 @@ def configure(log_format: str = "console", level: str = "info") -> None:
             logging.getLevelNamesMapping()[level.upper()]
         ),
         logger_factory=structlog.PrintLoggerFactory(sys.stderr),
-        cache_logger_on_first_use=True,
+        cache_logger_on_first_use=cache_loggers,
     )
