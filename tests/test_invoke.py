@@ -120,9 +120,7 @@ async def test_async_handler_is_cancelled_at_its_timeout() -> None:
         result.unwrap()
 
 
-async def test_sync_handler_timeout_fails_the_invocation_and_says_the_thread_runs_on() -> (
-    None
-):
+async def test_sync_handler_timeout_fails_and_logs_that_the_thread_runs_on() -> None:
     app = App()
     release = threading.Event()
 

@@ -87,7 +87,7 @@ async def _map_attempt(run: StateRun) -> Any:
         run.emit("MapRunStarted", {"mapRunArn": f"{run.runner.info.arn}/{run.name}"})
     mapper = _Iterations(run, processor, data, items, limits, distributed)
     try:
-        results = await mapper.run()
+        results = await mapper.run_all()
     except StatesError as exc:
         if distributed:
             run.emit("MapRunFailed", {"error": exc.error, "cause": exc.cause})
@@ -227,7 +227,7 @@ class _Iterations:
         self.failures = 0
         self.selector = run.state.get("ItemSelector", run.state.get("Parameters"))
 
-    async def run(self) -> list[Any]:
+    async def run_all(self) -> list[Any]:
         """Run every item; return the outputs in item order."""
         if self.limits.concurrency == 1 or len(self.items) <= 1:
             return [await self.iterate(index) for index in range(len(self.items))]
