@@ -184,3 +184,9 @@ def reset_logging() -> Iterator[None]:
     import structlog
 
     structlog.reset_defaults()
+
+
+@pytest.fixture
+def unused_port() -> int:
+    """A free TCP port for a subprocess to bind."""
+    return free_port()

@@ -17,15 +17,22 @@ from typing import Any
 from fnplane.workflows import TaskFailed
 
 CORPUS = Path(os.environ.get("FNPLANE_ASL_CORPUS", "/work/shared/asl-conformance"))
+# Sizes of payloads that contain masked resource names cannot match exactly.
+_SIZE_KEYS = {"Content-Length"}
 _PLACEHOLDER = re.compile(r"<[^<>]*>")
 _MASKED_VALUES = {
     "date",
     "start-date",
+    "start-time",
+    "entered-time",
     "timestamp",
     "snf_role_arn",
+    "sfn_role_arn",
     "X-Amzn-Trace-Id",
     "RequestId",
     "request-id",
+    "RandomNumberGenerated",
+    "lambda_function_name",
 }
 
 
@@ -78,7 +85,7 @@ class ReplayInvoker:
             return output
         cause = result.get("cause")
         if isinstance(cause, dict | list):
-            cause = json.dumps(cause, separators=(",", ":"))
+            cause = json.dumps(cause)
         error = result.get("error")
         if result.get("event", "").endswith("TimedOut"):
             error = "States.Timeout"
@@ -111,7 +118,11 @@ def loosely_equal(expected: Any, actual: Any) -> bool:
     if isinstance(expected, dict):
         if not isinstance(actual, dict) or set(expected) != set(actual):
             return False
-        return all(loosely_equal(value, actual[key]) for key, value in expected.items())
+        # The snapshot tool masks some values with their own key's name.
+        return all(
+            value == key or key in _SIZE_KEYS or loosely_equal(value, actual[key])
+            for key, value in expected.items()
+        )
     if isinstance(expected, list):
         if not isinstance(actual, list) or len(expected) != len(actual):
             return False
