@@ -25,7 +25,7 @@ from fnplane.workflows.errors import (
     RUNTIME,
     StatesError,
 )
-from fnplane.workflows.runner import StateRun
+from fnplane.workflows.runner import IterationAborted, StateRun
 from fnplane.workflows.stateio import (
     after_input_path,
     effective_input,
@@ -50,12 +50,7 @@ async def _parallel_attempt(run: StateRun) -> Any:
         frame = run.frame.fork(f"{run.key}/branch{index}")
         return run.runner.run_program(branches[index], data, frame)
 
-    try:
-        results = await _all_or_nothing([branch(i) for i in range(len(branches))])
-    except StatesError:
-        run.emit("ParallelStateFailed")
-        raise
-    run.emit("ParallelStateSucceeded")
+    results = await _all_or_nothing([branch(i) for i in range(len(branches))])
     return finish(run, results, apply_output_path=False)
 
 
@@ -78,11 +73,12 @@ async def run_map(run: StateRun) -> tuple[str | None, Any]:
 async def _map_attempt(run: StateRun) -> Any:
     data = after_input_path(run)
     items = _items(run, data)
-    limits = _Limits.of(run, data, len(items))
     processor = run.state.get("ItemProcessor") or run.state["Iterator"]
     config = processor.get("ProcessorConfig") or {}
     distributed = config.get("Mode") == "DISTRIBUTED"
+    concurrency = _integer(run, "MaxConcurrency", data) or 0
     run.emit("MapStateStarted", {"length": len(items)})
+    limits = _Limits.of(run, data, len(items), concurrency)
     if distributed:
         run.emit("MapRunStarted", {"mapRunArn": f"{run.runner.info.arn}/{run.name}"})
     mapper = _Iterations(run, processor, data, items, limits, distributed)
@@ -91,7 +87,6 @@ async def _map_attempt(run: StateRun) -> Any:
     except StatesError as exc:
         if distributed:
             run.emit("MapRunFailed", {"error": exc.error, "cause": exc.cause})
-        run.emit("MapStateFailed")
         raise
     if distributed:
         run.emit("MapRunSucceeded")
@@ -104,7 +99,9 @@ def _items(run: StateRun, data: Any) -> list[Any]:
     if run.jsonata:
         items = data
         if "Items" in state:
-            items = field_value(run, "Items", data)
+            items = query.render(
+                state["Items"], states_binding(run), run.frame.variables, "Items"
+            )
             if not isinstance(items, list):
                 text = query.expression_text(str(state["Items"]))
                 raise StatesError(
@@ -154,8 +151,7 @@ class _Limits:
         self.tolerated = tolerated
 
     @classmethod
-    def of(cls, run: StateRun, data: Any, total: int) -> _Limits:
-        concurrency = _integer(run, "MaxConcurrency", data) or 0
+    def of(cls, run: StateRun, data: Any, total: int, concurrency: int) -> _Limits:
         count = _integer(run, "ToleratedFailureCount", data)
         percentage = _percentage(run, data)
         tolerated = math.inf if count is None and percentage is None else 0.0
@@ -175,6 +171,9 @@ def _integer(run: StateRun, field: str, data: Any) -> int | None:
     value = field_value(run, field, data)
     if value is None:
         return None
+    if isinstance(value, str):
+        # AWS reads numeric strings here ("1" is a valid MaxConcurrency).
+        value = _number_from(value)
     if (
         isinstance(value, bool)
         or not isinstance(value, int | float)
@@ -182,8 +181,8 @@ def _integer(run: StateRun, field: str, data: Any) -> int | None:
     ):
         raise StatesError(
             RUNTIME,
-            f"The {field}Path field refers to value"
-            f' "{dataflow.compact_json(value)}" which is not a valid integer:'
+            f'The {field}Path field refers to value "{_shown(value)}" which is'
+            " not a valid integer:"
             f" {run.state.get(field + 'Path', field)}",
         )
     return int(value)
@@ -194,16 +193,29 @@ def _percentage(run: StateRun, data: Any) -> float | None:
     value = field_value(run, field, data)
     if value is None:
         return None
+    if isinstance(value, str):
+        value = _number_from(value)
     if isinstance(value, bool) or not isinstance(value, int | float):
-        shown = value if isinstance(value, str) else dataflow.compact_json(value)
         raise StatesError(
             RUNTIME,
-            f'The {field}Path field refers to value "{shown}" which is not a'
+            f'The {field}Path field refers to value "{_shown(value)}" which is not a'
             f" valid float: {run.state.get(field + 'Path', field)}",
         )
     if not 0 <= value <= 100:
         raise StatesError(RUNTIME, f"{field} must be between 0 and 100.")
     return float(value)
+
+
+def _number_from(text: str) -> Any:
+    try:
+        number = float(text)
+    except ValueError:
+        return text
+    return int(number) if number.is_integer() else number
+
+
+def _shown(value: Any) -> str:
+    return value if isinstance(value, str) else dataflow.compact_json(value)
 
 
 class _Iterations:
@@ -225,6 +237,7 @@ class _Iterations:
         self.limits = limits
         self.distributed = distributed
         self.failures = 0
+        self.frame = run.frame.halted()
         self.selector = run.state.get("ItemSelector", run.state.get("Parameters"))
 
     async def run_all(self) -> list[Any]:
@@ -258,12 +271,15 @@ class _Iterations:
     async def iterate(self, index: int) -> Any:
         """Run one item through the processor, recording its events."""
         run = self.run
-        frame = run.frame.fork(f"{run.key}/item{index}", quiet=self.distributed)
+        frame = self.frame.fork(f"{run.key}/item{index}", quiet=self.distributed)
         details = {"index": index, "name": run.name}
         run.runner.emit(frame, "MapIterationStarted", details)
         try:
             item_input = self.item_input(index)
             output = await run.runner.run_program(self.processor, item_input, frame)
+        except (asyncio.CancelledError, IterationAborted):
+            run.runner.emit(frame, "MapIterationAborted", details)
+            raise
         except StatesError as exc:
             run.runner.emit(frame, "MapIterationFailed", details)
             return self.tolerate(exc)
@@ -274,8 +290,10 @@ class _Iterations:
         """Count a failed item; re-raise once failures pass the tolerance."""
         self.failures += 1
         if self.limits.tolerated < 0:
+            self.frame.halt.is_set = True  # type: ignore[union-attr]
             raise exc
         if self.failures > self.limits.tolerated:
+            self.frame.halt.is_set = True  # type: ignore[union-attr]
             raise StatesError(
                 EXCEEDED_TOLERATED_FAILURE,
                 "The specified tolerated failure threshold was exceeded",

@@ -211,7 +211,9 @@ class _Validator:
         function_name = resource.function_name
         if resource.kind == "lambda_invoke":
             arguments = state.get("Parameters") or state.get("Arguments") or {}
-            candidate = arguments.get("FunctionName")
+            candidate = None
+            if isinstance(arguments, dict):
+                candidate = arguments.get("FunctionName")
             function_name = function_name_from(candidate)
             if isinstance(candidate, str) and candidate.startswith("{%"):
                 function_name = None

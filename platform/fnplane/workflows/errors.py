@@ -38,9 +38,8 @@ DATA_LIMIT_EXCEEDED = "States.DataLimitExceeded"
 PERMISSIONS = "States.Permissions"
 
 # Errors that ``States.ALL`` does not match in a Retry or Catch: AWS documents
-# that States.Runtime (and, since it cannot be recovered, the data limit) are
-# terminal and escape every catch-all.
-UNCATCHABLE_BY_ALL = frozenset({RUNTIME, DATA_LIMIT_EXCEEDED})
+# States.Runtime as terminal; it escapes every catch-all.
+UNCATCHABLE_BY_ALL = frozenset({RUNTIME})
 
 
 class WorkflowError(FnplaneError):

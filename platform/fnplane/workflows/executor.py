@@ -14,6 +14,7 @@ from typing import Any
 
 from fnplane.workflows.clock import Clock
 from fnplane.workflows.dataflow import compact_json
+from fnplane.workflows.definition import STANDARD
 from fnplane.workflows.errors import TIMEOUT, StatesError
 from fnplane.workflows.history import Cursor, History
 from fnplane.workflows.journal import Journal
@@ -95,6 +96,7 @@ async def drive(
         record.input,
         record.start_time,
         machine.role_arn,
+        redrivable=machine.type == STANDARD,
     )
     deadline = None if timeout_s is None else record.start_time + timeout_s
     runner = Runner(machine.machine, info, invoker, clock, history, steps, deadline)

@@ -166,7 +166,10 @@ def _check_paths(state: dict[str, Any], where: str) -> None:
     for field in _PATH_FIELDS:
         value = state.get(field)
         if isinstance(value, str):
-            _check_path(value, field, f"{where}/{field}")
+            if field in ("ErrorPath", "CausePath") and is_intrinsic(value):
+                _check_intrinsic(value, field, f"{where}/{field}")
+            else:
+                _check_path(value, field, f"{where}/{field}")
     result_path = state.get("ResultPath")
     if isinstance(result_path, str):
         _check_path(result_path, "ResultPath", f"{where}/ResultPath")
@@ -181,6 +184,17 @@ def _check_path(text: str, field: str, location: str) -> None:
     except PathSyntaxError as exc:
         raise DefinitionError(
             f"The value for the field '{field}' must be a valid JSONPath ({exc})",
+            location,
+        ) from exc
+
+
+def _check_intrinsic(text: str, field: str, location: str) -> None:
+    try:
+        parse_intrinsic(text)
+    except PathSyntaxError as exc:
+        raise DefinitionError(
+            f"The value for the field '{field}' must be a valid intrinsic function"
+            f" call ({exc})",
             location,
         ) from exc
 

@@ -272,6 +272,10 @@ def _need_array(value: Any) -> None:
         raise TypeError(f"expected an array but got {_json_to_string(value)}")
 
 
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
 def _is_int(value: Any) -> bool:
     if isinstance(value, bool):
         return False
@@ -307,10 +311,16 @@ def _json_merge(first: Any, second: Any, deep: Any) -> dict[str, Any]:
 
 
 def _math_random(start: Any, end: Any, seed: Any = None) -> int:
-    if not _is_int(start) or not _is_int(end):
-        raise ValueError("start and end must be integers")
+    if not all(_is_number(value) for value in (start, end)):
+        raise ValueError("start and end must be numbers")
     generator = random.Random(seed) if seed is not None else random
     return generator.randrange(int(start), int(end))
+
+
+def random_fraction(seed: Any = None) -> float:
+    """Return a random float in [0, 1), seeded when a seed is given."""
+    generator = random.Random(seed) if seed is not None else random
+    return generator.random()
 
 
 def _java_round(value: Any) -> int:

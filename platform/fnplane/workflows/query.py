@@ -9,17 +9,39 @@ which names the field (``Output/result``) and the expression.
 
 from __future__ import annotations
 
+import json
 from functools import lru_cache
 from typing import Any
 
 import jsonata
 from jsonata.utils import Utils
 
+from fnplane.workflows import intrinsics
 from fnplane.workflows.errors import QUERY_EVALUATION_ERROR, StatesError
 from fnplane.workflows.variables import Variables
 
 _OPEN, _CLOSE = "{%", "%}"
+# The functions Step Functions adds to JSONata, as its documentation lists them.
+_AWS_FUNCTIONS = {
+    "partition": lambda array, size: intrinsics.FUNCTIONS["States.ArrayPartition"](
+        array, size
+    ),
+    "range": lambda start, end, step: _sequence(
+        intrinsics.FUNCTIONS["States.ArrayRange"](start, end, step)
+    ),
+    "hash": lambda value, algorithm: intrinsics.FUNCTIONS["States.Hash"](
+        value, algorithm
+    ),
+    "random": lambda *seed: intrinsics.random_fraction(*seed),
+    "uuid": lambda: intrinsics.FUNCTIONS["States.UUID"](),
+    "parse": lambda text: json.loads(text),
+}
 _SUPPORTED = (dict, list, str, int, float, bool, type(None))
+
+
+def _sequence(values: list[Any]) -> Any:
+    # $range yields a JSONata sequence, and a sequence of one is its item.
+    return values[0] if len(values) == 1 else values
 
 
 def is_expression(value: Any) -> bool:
@@ -47,6 +69,8 @@ def compile_expression(text: str) -> jsonata.Jsonata:
     expression = jsonata.Jsonata(text)
     # Keep JSON null distinct from JSONata's "undefined" (no result).
     expression.set_output_convert_nulls(False)
+    for name, function in _AWS_FUNCTIONS.items():
+        expression.register_lambda(name, function)
     return expression
 
 
@@ -68,7 +92,11 @@ def evaluate(
     try:
         result = compile_expression(text).evaluate(None, bindings)
     except Exception as exc:  # noqa: BLE001 - any JSONata failure is the user's
-        raise _failure(text, field, f"threw an error during evaluation. {exc}") from exc
+        code = getattr(exc, "error", None)
+        message = f"{code}: {exc}" if code else str(exc)
+        raise _failure(
+            text, field, f"threw an error during evaluation. {message}"
+        ) from exc
     if result is None:
         raise _failure(text, field, "returned nothing (undefined).")
     if result is Utils.NULL_VALUE:

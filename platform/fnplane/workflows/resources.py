@@ -65,13 +65,26 @@ def function_name_from(value: Any) -> str | None:
     return value
 
 
-def wrap_invoke_result(payload: Any, payload_size: int) -> dict[str, Any]:
+def wrap_invoke_result(
+    payload: Any, payload_size: int, log_type: str | None = None
+) -> dict[str, Any]:
     """Wrap a function's result as the ``lambda:invoke`` integration returns it.
 
     The shape is Step Functions' (Lambda Invoke response with the SDK's HTTP
     metadata), so definitions written for AWS that read ``$.Payload`` or
     ``$.StatusCode`` work unchanged.
     """
+    wrapped = _wrap(payload, payload_size)
+    if log_type == "Tail":
+        # fnplane keeps logs in its own pipeline; the tail is reported empty.
+        wrapped["LogResult"] = ""
+        metadata = wrapped["SdkHttpMetadata"]
+        metadata["AllHttpHeaders"]["X-Amz-Log-Result"] = [""]
+        metadata["HttpHeaders"]["X-Amz-Log-Result"] = ""
+    return wrapped
+
+
+def _wrap(payload: Any, payload_size: int) -> dict[str, Any]:
     request_id = str(uuid.uuid4())
     trace_id = f"Root=1-{uuid.uuid4().hex[:8]}-{uuid.uuid4().hex[:24]}"
     date = formatdate(usegmt=True)

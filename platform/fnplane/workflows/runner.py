@@ -10,6 +10,7 @@ in ``StateRun``.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -17,6 +18,7 @@ from typing import Any, Protocol
 from fnplane.workflows.clock import Clock, iso_timestamp
 from fnplane.workflows.definition import JSONATA, StateMachine
 from fnplane.workflows.errors import (
+    DATA_LIMIT_EXCEEDED,
     QUERY_EVALUATION_ERROR,
     RUNTIME,
     StatesError,
@@ -27,6 +29,8 @@ from fnplane.workflows.variables import Variables
 Invoker = Callable[[str, Any, "float | None"], Awaitable[Any]]
 StateHandler = Callable[["StateRun"], Awaitable[tuple["str | None", Any]]]
 _LOCATED_ERRORS = (RUNTIME, QUERY_EVALUATION_ERROR)
+# Step Functions' payload limit for a state's input or output (256 KiB).
+MAX_PAYLOAD_BYTES = 256 * 1024
 
 
 class StepJournal(Protocol):
@@ -61,6 +65,7 @@ class ExecutionInfo:
     input: Any
     start_time: float
     role_arn: str = "arn:aws:iam::000000000000:role/fnplane"
+    redrivable: bool = True
 
 
 @dataclass(slots=True)
@@ -73,6 +78,7 @@ class Frame:
     visits: dict[str, int] = field(default_factory=dict)
     top_level: bool = False
     quiet: bool = False
+    halt: Halt | None = None
 
     def fork(self, key: str, quiet: bool = False) -> Frame:
         """Return a nested frame (own variable scope and event thread).
@@ -81,8 +87,36 @@ class Frame:
         keeps its own history, apart from the parent's).
         """
         return Frame(
-            self.variables.child(), self.cursor.fork(), key, quiet=quiet or self.quiet
+            self.variables.child(),
+            self.cursor.fork(),
+            key,
+            quiet=quiet or self.quiet,
+            halt=self.halt,
         )
+
+    def halted(self) -> Frame:
+        """Return this frame watching a new ``Halt`` (for a Map's iterations)."""
+        return Frame(
+            self.variables,
+            self.cursor,
+            self.key,
+            self.visits,
+            quiet=self.quiet,
+            halt=Halt(),
+        )
+
+
+class Halt:
+    """Set once a Map has failed: its other iterations end as aborted."""
+
+    __slots__ = ("is_set",)
+
+    def __init__(self) -> None:
+        self.is_set = False
+
+
+class IterationAborted(Exception):
+    """A state ended because its Map had already failed (not a state error)."""
 
 
 class Runner:
@@ -157,7 +191,16 @@ class Runner:
         try:
             return await self.handlers[kind](run)
         except StatesError as exc:
+            from fnplane.workflows.tasks import report_evaluation
+
+            if frame.halt is not None and frame.halt.is_set:
+                self.emit(frame, f"{kind}StateAborted")
+                raise IterationAborted() from exc
+            report_evaluation(run, exc)
             _locate(exc, name, entered_id)
+            raise
+        except asyncio.CancelledError:
+            self.emit(frame, f"{kind}StateAborted")
             raise
 
     def recording(self, frame: Frame) -> bool:
@@ -225,6 +268,7 @@ class StateRun:
     """One visit of one state: its definition, input and helpers."""
 
     __slots__ = (
+        "pending",
         "runner",
         "name",
         "state",
@@ -258,6 +302,18 @@ class StateRun:
         self.jsonata = language == JSONATA
         self.retry_count = 0
         self.entered_at = runner.clock.now()
+        self.pending: dict[str, Any] | None = None
+
+    def assign(self, values: dict[str, Any]) -> None:
+        """Stage variable values; they take effect when the state exits.
+
+        AWS evaluates every field of a state against the variables as they
+        were on entry, so an ``OutputPath`` of ``$x`` still sees the old x.
+        """
+        if self.pending is None:
+            self.pending = dict(values)
+        else:
+            self.pending.update(values)
 
     @property
     def key(self) -> str:
@@ -280,7 +336,6 @@ class StateRun:
                 "StartTime": iso_timestamp(info.start_time),
                 "Name": info.name,
                 "RoleArn": info.role_arn,
-                "RedriveCount": 0,
             },
             "StateMachine": {
                 "Id": info.state_machine_arn,
@@ -288,6 +343,9 @@ class StateRun:
             },
             "State": state,
         }
+        if info.redrivable:
+            # Only Standard executions can be redriven, so only they count.
+            context["Execution"]["RedriveCount"] = 0
         return context
 
     def emit(self, event_type: str, details: dict[str, Any] | None = None) -> int:
@@ -304,6 +362,15 @@ class StateRun:
         details = None
         if self.recording:
             details = {"name": self.name, **_payload("output", output)}
+            if len(details["output"]) > MAX_PAYLOAD_BYTES:
+                raise StatesError(
+                    DATA_LIMIT_EXCEEDED,
+                    f"The state/task '{self.name}' returned a result with a size"
+                    " exceeding the maximum number of bytes service limit.",
+                )
+        if self.pending is not None:
+            self.frame.variables.update(self.pending)
+            self.pending = None
         self.emit(f"{self.state['Type']}StateExited", details)
 
     def next(self) -> str | None:

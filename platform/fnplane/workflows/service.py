@@ -177,6 +177,12 @@ class WorkflowService:
             f"arn:aws:states:{self.region}:{self.account_id}:execution:"
             f"{machine.name}:{name}"
         )
+        if machine.type == EXPRESS:
+            # Express execution ARNs carry a unique suffix, as AWS writes them.
+            arn = (
+                f"arn:aws:states:{self.region}:{self.account_id}:express:"
+                f"{machine.name}:{name}:{uuid.uuid4()}"
+            )
         existing = self._executions.get(arn)
         if existing is not None:
             if existing.input != input or existing.status in FINISHED:

@@ -89,9 +89,7 @@ def finish(
     if "ResultSelector" in state:
         result = dataflow.render(state["ResultSelector"], result, scope(run))
     if "Assign" in state:
-        run.frame.variables.update(
-            dataflow.assign_jsonpath(state["Assign"], result, scope(run))
-        )
+        run.assign(dataflow.assign_jsonpath(state["Assign"], result, scope(run)))
     output = dataflow.apply_result_path(run.input, result, state.get("ResultPath", "$"))
     return output_path(run, output) if apply_output_path else output
 
@@ -111,7 +109,7 @@ def _assign_jsonata(run: StateRun, assign: Any, binding: dict[str, Any]) -> None
         )
     else:
         values = query.render(assign, binding, run.frame.variables, "Assign")
-    run.frame.variables.update(values)
+    run.assign(values)
 
 
 def assign_only(run: StateRun, data: Any) -> None:
@@ -122,7 +120,7 @@ def assign_only(run: StateRun, data: Any) -> None:
     if run.jsonata:
         _assign_jsonata(run, assign, states_binding(run))
     else:
-        run.frame.variables.update(dataflow.assign_jsonpath(assign, data, scope(run)))
+        run.assign(dataflow.assign_jsonpath(assign, data, scope(run)))
 
 
 def catch_output(run: StateRun, catcher: dict[str, Any], error_output: Any) -> Any:
@@ -138,7 +136,7 @@ def catch_output(run: StateRun, catcher: dict[str, Any], error_output: Any) -> A
             _assign_jsonata(run, catcher["Assign"], binding)
         return output
     if "Assign" in catcher:
-        run.frame.variables.update(
+        run.assign(
             dataflow.assign_jsonpath(catcher["Assign"], error_output, scope(run))
         )
     return dataflow.apply_result_path(

@@ -130,14 +130,12 @@ def _choice_output(run: StateRun, holder: dict[str, Any], data: Any) -> Any:
                 holder["Output"], binding, run.frame.variables, "Output"
             )
         if "Assign" in holder:
-            run.frame.variables.update(
+            run.assign(
                 query.render(holder["Assign"], binding, run.frame.variables, "Assign")
             )
     else:
         if "Assign" in holder:
-            run.frame.variables.update(
-                dataflow.assign_jsonpath(holder["Assign"], data, scope(run))
-            )
+            run.assign(dataflow.assign_jsonpath(holder["Assign"], data, scope(run)))
         output = output_path(run, data)
     run.exit(output)
     return output

@@ -15,6 +15,7 @@ from typing import Any
 
 from fnplane.workflows import dataflow
 from fnplane.workflows.errors import (
+    QUERY_EVALUATION_ERROR,
     RUNTIME,
     TIMEOUT,
     StatesError,
@@ -57,6 +58,7 @@ async def guarded(run: StateRun, attempt: Attempt) -> tuple[str | None, Any]:
             output = await attempt(run)
             break
         except StatesError as exc:
+            run.pending = None
             error = exc.error or ""
             found = find_retrier(retriers, error)
             if found is not None and counts[found[0]] < found[1].max_attempts:
@@ -69,16 +71,46 @@ async def guarded(run: StateRun, attempt: Attempt) -> tuple[str | None, Any]:
                     run.runner.clock.now() + delay_s,
                 )
                 continue
+            report_failure(run, exc)
             catcher = find_catcher(run.state.get("Catch") or [], error)
             if catcher is None:
                 raise
-            error_output = {"Error": exc.error, "Cause": exc.cause}
+            # A caught error without a cause (a timeout, say) shows Cause "".
+            cause = "" if exc.cause is None else exc.cause
+            error_output = {"Error": exc.error, "Cause": cause}
             output = catch_output(run, catcher, error_output)
             run.exit(output)
             return catcher["Next"], output
     output = output_path(run, output)
     run.exit(output)
     return run.next(), output
+
+
+def report_failure(run: StateRun, exc: StatesError) -> None:
+    """Record the events of a state's final failure.
+
+    A JSONata evaluation error gets its ``EvaluationFailed`` event; a Map or
+    Parallel state that is not retried again gets ``MapStateFailed`` /
+    ``ParallelStateFailed`` (AWS records none for a ``States.Runtime`` error).
+    """
+    report_evaluation(run, exc)
+    kind = run.state["Type"]
+    if kind in ("Map", "Parallel") and exc.error != RUNTIME:
+        run.emit(f"{kind}StateFailed")
+
+
+def report_evaluation(run: StateRun, exc: StatesError) -> None:
+    """Record ``EvaluationFailed`` for a JSONata evaluation error, once."""
+    if exc.error == QUERY_EVALUATION_ERROR and not getattr(exc, "reported", False):
+        exc.reported = True  # type: ignore[attr-defined]
+        run.emit("EvaluationFailed", _evaluation_details(run, exc))
+
+
+def _evaluation_details(run: StateRun, exc: StatesError) -> dict[str, Any]:
+    details: dict[str, Any] = {"error": exc.error, "state": run.name}
+    if exc.cause is not None:
+        details["cause"] = exc.cause
+    return details
 
 
 async def _task_attempt(run: StateRun) -> Any:
@@ -131,14 +163,27 @@ async def _call(
         if journal is not None:
             journal.record(key, recorded)
     if "error" in recorded:
-        events.failed(recorded["error"], recorded["cause"])
-        raise StatesError(recorded["error"], recorded["cause"])
+        cause = recorded["cause"]
+        if parameters is not None:
+            cause = _compact_cause(cause)
+        events.failed(recorded["error"], cause)
+        raise StatesError(recorded["error"], cause)
     result = recorded["result"]
     if parameters is not None:
         size = len(json.dumps(result).encode())
-        result = wrap_invoke_result(result, size)
+        result = wrap_invoke_result(result, size, parameters.get("LogType"))
     events.succeeded(result)
     return result
+
+
+def _compact_cause(cause: str | None) -> str | None:
+    # The lambda:invoke integration re-serialises Lambda's error payload
+    # compactly, where a plain Lambda Task passes Lambda's text through.
+    try:
+        parsed = json.loads(cause or "")
+    except json.JSONDecodeError:
+        return cause
+    return dataflow.compact_json(parsed) if isinstance(parsed, dict) else cause
 
 
 async def _invoke(
