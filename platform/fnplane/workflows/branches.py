@@ -253,7 +253,14 @@ class _Iterations:
                     return await self.iterate(index)
 
             iterate = gated
-        return await _all_or_nothing([iterate(i) for i in range(len(self.items))])
+        try:
+            return await _all_or_nothing([iterate(i) for i in range(len(self.items))])
+        except StatesError:
+            halt = self.frame.halt
+            assert halt is not None
+            for frame in halt.failed_tasks if halt.is_set else []:
+                self.run.runner.emit(frame, "TaskStateAborted")
+            raise
 
     def item_input(self, index: int) -> Any:
         """Build one iteration's input from ItemSelector (or the item itself)."""

@@ -107,12 +107,17 @@ class Frame:
 
 
 class Halt:
-    """Set once a Map has failed: its other iterations end as aborted."""
+    """Set once a Map has failed: its other iterations end as aborted.
 
-    __slots__ = ("is_set",)
+    ``failed_tasks`` are the frames whose Task state failed the iteration:
+    AWS closes those Task states as aborted too, once the Map gives up.
+    """
+
+    __slots__ = ("is_set", "failed_tasks")
 
     def __init__(self) -> None:
         self.is_set = False
+        self.failed_tasks: list[Frame] = []
 
 
 class IterationAborted(Exception):
@@ -193,9 +198,12 @@ class Runner:
         except StatesError as exc:
             from fnplane.workflows.tasks import report_evaluation
 
-            if frame.halt is not None and frame.halt.is_set:
-                self.emit(frame, f"{kind}StateAborted")
-                raise IterationAborted() from exc
+            if frame.halt is not None:
+                if frame.halt.is_set:
+                    self.emit(frame, f"{kind}StateAborted")
+                    raise IterationAborted() from exc
+                if kind == "Task":
+                    frame.halt.failed_tasks.append(frame)
             report_evaluation(run, exc)
             _locate(exc, name, entered_id)
             raise
