@@ -146,7 +146,7 @@ def check_state_fields(
     if language == "JSONPath":
         _check_paths(state, where)
     if kind == "Wait":
-        _check_wait(name, state, where)
+        _check_wait(name, state, where, language)
     elif kind == "Map":
         _check_label(state, where)
     elif kind == "Choice":
@@ -220,7 +220,7 @@ def _check_template(template: Any, location: str) -> None:
             _check_template(value, location)
 
 
-def _check_wait(name: str, state: dict[str, Any], where: str) -> None:
+def _check_wait(name: str, state: dict[str, Any], where: str, language: str) -> None:
     present = [field for field in _WAIT_FIELDS if field in state]
     if len(present) != 1:
         raise DefinitionError(
@@ -228,7 +228,8 @@ def _check_wait(name: str, state: dict[str, Any], where: str) -> None:
             where,
         )
     timestamp = state.get("Timestamp")
-    if isinstance(timestamp, str) and not timestamp.startswith("{%"):
+    is_expression = language == "JSONata" and str(timestamp).startswith("{%")
+    if isinstance(timestamp, str) and not is_expression:
         if parse_timestamp(timestamp) is None:
             raise DefinitionError(
                 "String does not match RFC3339 timestamp", f"{where}/Timestamp"
