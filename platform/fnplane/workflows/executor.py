@@ -115,7 +115,7 @@ def _top_frame(checkpoint: dict[str, Any] | None, last_id: int) -> Frame:
     return Frame(
         Variables(position.get("variables")),
         Cursor(last_id),
-        visits=dict(position.get("visits", {})),
+        steps=position.get("steps", 0),
         top_level=True,
     )
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from fnplane.workflows.clock import Clock, iso_timestamp
@@ -75,7 +75,9 @@ class Frame:
     variables: Variables
     cursor: Cursor
     key: str = ""
-    visits: dict[str, int] = field(default_factory=dict)
+    # States entered on this frame so far: with the frame's key it names each
+    # visit the same way when an execution is replayed after a restart.
+    steps: int = 0
     top_level: bool = False
     quiet: bool = False
     halt: Halt | None = None
@@ -100,7 +102,7 @@ class Frame:
             self.variables,
             self.cursor,
             self.key,
-            self.visits,
+            self.steps,
             quiet=self.quiet,
             halt=Halt(),
         )
@@ -175,7 +177,7 @@ class Runner:
                         "state": next_name,
                         "data": data,
                         "variables": frame.variables.own(),
-                        "visits": frame.visits,
+                        "steps": frame.steps,
                         "last_event_id": self.history.last_id,
                     }
                 )
@@ -186,8 +188,8 @@ class Runner:
     ) -> tuple[str | None, Any]:
         """Enter a state, run its handler, and return (next state, output)."""
         kind = state["Type"]
-        visit = frame.visits.get(name, 0) + 1
-        frame.visits[name] = visit
+        frame.steps += 1
+        visit = frame.steps
         details = None
         if self.recording(frame):
             details = {"name": name, **_payload("input", data)}
