@@ -85,6 +85,14 @@ class Context:
         """Queue an asynchronous invocation of another function; return its id."""
         return await self._require_invoker().invoke_async(function, payload)
 
+    async def start_execution(self, state_machine: str, input: Any = None) -> Any:
+        """Start a workflow execution: Standard ones answer their ARN at once,
+        Express ones run to the end and answer their output."""
+        workflows = self._require_invoker().workflows
+        if workflows is None:
+            raise RuntimeError("workflows are not running on this platform")
+        return await workflows.start_execution(state_machine, input)
+
     def _require_invoker(self) -> Invoker:
         if self._invoker is None:
             raise RuntimeError(

@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from fnplane.app import App
     from fnplane.asyncq import AsyncQueue
     from fnplane.config import Settings
+    from fnplane.workflows.hosting import WorkflowHost
 
 logger = structlog.get_logger(__name__)
 
@@ -150,6 +151,7 @@ class Invoker:
         self.settings = settings or Settings()
         self.metrics = metrics or Metrics()
         self.async_queue: AsyncQueue = InMemoryAsyncQueue(self)
+        self.workflows: WorkflowHost | None = None
         self._executor = ThreadPoolExecutor(
             self.settings.threads, thread_name_prefix="fnplane-handler"
         )
