@@ -196,7 +196,7 @@ class Invoker:
         stats.running += 1
         self._in_flight += 1
         self._idle.clear()
-        log = [] if capture_log else None
+        log: list[str] | None = [] if capture_log else None
         token = log_capture.set(log) if log is not None else None
         try:
             result = await self._run(function, event, request_id, attempt, log)
@@ -272,9 +272,11 @@ class Invoker:
         try:
             init_ms = await environment.ensure_ready()
         except InitFailure as failure:
-            error = ErrorInfo(failure.error_type, str(failure), failure.stack_trace)
+            init_error = ErrorInfo(
+                failure.error_type, str(failure), failure.stack_trace
+            )
             return InvocationResult(
-                request_id, function.name, Outcome.INIT_ERROR, error=error
+                request_id, function.name, Outcome.INIT_ERROR, error=init_error
             )
 
         started = time.perf_counter()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import MutableMapping
 from contextvars import ContextVar
 from typing import Any
 
@@ -22,7 +23,9 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 log_capture: ContextVar[list[str] | None] = ContextVar("log_capture", default=None)
 
 
-def capture_for_tail(_: Any, method: str, event_dict: dict[str, Any]) -> Any:
+def capture_for_tail(
+    _: Any, method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
     """Copy the line into the running invocation's buffer, if it asked for one."""
     buffer = log_capture.get()
     if buffer is not None:

@@ -47,12 +47,12 @@ class BucketCounts:
 
     def cumulative(self) -> list[tuple[str, float]]:
         """The ``le`` buckets Prometheus expects, ending with ``+Inf``."""
-        buckets, running = [], 0
-        for bound, count in zip(
-            (*DURATION_BUCKETS_S, "+Inf"), self.counts, strict=True
-        ):
+        bounds = [str(float(bound)) for bound in DURATION_BUCKETS_S] + ["+Inf"]
+        buckets: list[tuple[str, float]] = []
+        running = 0
+        for bound, count in zip(bounds, self.counts, strict=True):
             running += count
-            buckets.append((str(float(bound)) if bound != "+Inf" else "+Inf", running))
+            buckets.append((bound, running))
         return buckets
 
 

@@ -83,7 +83,8 @@ class Platform:
 
         for source in self.sources:
             if isinstance(source, HttpSource) and source.port is not None:
-                return source.port
+                port: int = source.port
+                return port
         raise RuntimeError("the HTTP source is not started")
 
     async def start(self, reuse_port: bool = False) -> None:

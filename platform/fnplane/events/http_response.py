@@ -97,6 +97,7 @@ def _from_proxy_dict(result: Mapping[str, Any]) -> HttpReply:
     for name, values in (result.get("multiValueHeaders") or {}).items():
         headers[str(name)] = ",".join(str(v) for v in values)
     raw_body = result.get("body")
+    default_type: str | None
     if result.get("isBase64Encoded"):
         try:
             body = decode_body(raw_body, True)
