@@ -10,6 +10,9 @@ Entry points:
 - ``StepFunctionsApi(service)``: the Step Functions JSON 1.0 actions, for an
   HTTP server to mount.
 - ``TaskFailed(error, cause)``: what an invoker raises for a failed function.
+- ``test_state(definition, input, ...)``: run one state on its own, as the
+  TestState API does (mocked results with ``StateMock``, retry counts and Map
+  failures with ``StateConfiguration``).
 """
 
 from __future__ import annotations
@@ -25,15 +28,18 @@ from fnplane.workflows.errors import (
     DefinitionError,
     ExecutionAlreadyExistsError,
     ExecutionNotFoundError,
+    InvalidRequestError,
     StateMachineNotFoundError,
     StatesError,
     TaskFailed,
     WorkflowError,
 )
 from fnplane.workflows.journal import Journal, MemoryJournal
+from fnplane.workflows.probe import StateConfiguration, StateMock
 from fnplane.workflows.records import ExecutionRecord, StateMachineRecord
 from fnplane.workflows.runner import Invoker
 from fnplane.workflows.service import WorkflowService
+from fnplane.workflows.teststate import test_state
 
 __all__ = [
     "EXPRESS",
@@ -44,16 +50,20 @@ __all__ = [
     "ExecutionNotFoundError",
     "ExecutionRecord",
     "FakeClock",
+    "InvalidRequestError",
     "Invoker",
     "Journal",
     "MemoryJournal",
+    "StateConfiguration",
     "StateMachine",
     "StateMachineNotFoundError",
     "StateMachineRecord",
+    "StateMock",
     "StatesError",
     "SystemClock",
     "TaskFailed",
     "WorkflowError",
     "WorkflowService",
     "parse_definition",
+    "test_state",
 ]

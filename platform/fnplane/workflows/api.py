@@ -15,19 +15,32 @@ import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from fnplane.workflows.dataflow import compact_json
 from fnplane.workflows.definition import EXPRESS, STANDARD
 from fnplane.workflows.errors import (
     DefinitionError,
     ExecutionAlreadyExistsError,
     ExecutionNotFoundError,
+    InvalidRequestError,
     StateMachineNotFoundError,
 )
+from fnplane.workflows.probe import StateConfiguration, StateMock
 from fnplane.workflows.records import ExecutionRecord, StateMachineRecord
 from fnplane.workflows.service import WorkflowService
+from fnplane.workflows.teststate import INFO, test_state
 
 CONTENT_TYPE = "application/x-amz-json-1.0"
 TARGET_PREFIX = "AWSStepFunctions."
 _DEFAULT_PAGE = 100
+# TestState's inspection data carries payloads as JSON text, except these.
+_INSPECTION_VALUES = frozenset(
+    {
+        "errorDetails",
+        "maxConcurrency",
+        "toleratedFailureCount",
+        "toleratedFailurePercentage",
+    }
+)
 
 Response = tuple[int, dict[str, Any]]
 
@@ -56,6 +69,7 @@ class StepFunctionsApi:
             "StopExecution": self.stop_execution,
             "ListExecutions": self.list_executions,
             "GetExecutionHistory": self.get_execution_history,
+            "TestState": self.test_state,
         }
 
     async def handle(self, action: str, body: dict[str, Any] | None) -> Response:
@@ -78,6 +92,8 @@ class StepFunctionsApi:
             return _error("ExecutionDoesNotExist", str(exc))
         except ExecutionAlreadyExistsError as exc:
             return _error("ExecutionAlreadyExists", str(exc))
+        except InvalidRequestError as exc:
+            return _error("ValidationException", str(exc))
 
     async def create_state_machine(self, body: dict[str, Any]) -> dict[str, Any]:
         """CreateStateMachine: validate and register a definition."""
@@ -159,6 +175,26 @@ class StepFunctionsApi:
         page, token = _page(events, body)
         return {"events": page, **token}
 
+    async def test_state(self, body: dict[str, Any]) -> dict[str, Any]:
+        """TestState: run one state on its own (see ``teststate``)."""
+        mock = body.get("mock")
+        service = self.service
+        response = await test_state(
+            _required(body, "definition"),
+            _input(body),
+            state_name=body.get("stateName"),
+            invoker=service.invoker,
+            inspection_level=body.get("inspectionLevel", INFO),
+            mock=None if mock is None else StateMock.from_api(mock),
+            variables=_json_object(body, "variables"),
+            context=_json_object(body, "context"),
+            configuration=StateConfiguration.from_api(body.get("stateConfiguration")),
+            role_arn=body.get("roleArn"),
+            region=service.region,
+            account_id=service.account_id,
+        )
+        return _test_state_wire(response)
+
 
 def _error(code: str, message: str, status: int = 400) -> Response:
     return status, {"__type": code, "message": message}
@@ -179,6 +215,32 @@ def _input(body: dict[str, Any]) -> Any:
         return json.loads(text)
     except (TypeError, json.JSONDecodeError) as exc:
         raise ApiError("InvalidExecutionInput", f"input is not JSON: {exc}") from exc
+
+
+def _json_object(body: dict[str, Any], field: str) -> dict[str, Any] | None:
+    text = body.get(field)
+    if text is None:
+        return None
+    try:
+        value = json.loads(text)
+    except (TypeError, json.JSONDecodeError) as exc:
+        raise ApiError("ValidationException", f"{field} is not JSON: {exc}") from exc
+    if not isinstance(value, dict):
+        raise ApiError("ValidationException", f"{field} must be a JSON object")
+    return value
+
+
+def _test_state_wire(response: dict[str, Any]) -> dict[str, Any]:
+    wire = dict(response)
+    if "output" in wire:
+        wire["output"] = compact_json(wire["output"])
+    inspection = wire.get("inspectionData")
+    if inspection is not None:
+        wire["inspectionData"] = {
+            key: value if key in _INSPECTION_VALUES else compact_json(value)
+            for key, value in inspection.items()
+        }
+    return wire
 
 
 def _page(items: list[Any], body: dict[str, Any]) -> tuple[list[Any], dict[str, Any]]:

@@ -50,7 +50,10 @@ async def _parallel_attempt(run: StateRun) -> Any:
         frame = run.frame.fork(f"{run.key}/branch{index}")
         return run.runner.run_program(branches[index], data, frame)
 
-    results = await _all_or_nothing([branch(i) for i in range(len(branches))])
+    if run.probe is not None and run.probe.mock is not None:
+        results = run.probe.mock.outcome()
+    else:
+        results = await _all_or_nothing([branch(i) for i in range(len(branches))])
     return finish(run, results, apply_output_path=False)
 
 
@@ -73,12 +76,24 @@ async def run_map(run: StateRun) -> tuple[str | None, Any]:
 async def _map_attempt(run: StateRun) -> Any:
     data = after_input_path(run)
     items = _items(run, data)
+    concurrency = _integer(run, "MaxConcurrency", data) or 0
+    run.inspect("maxConcurrency", concurrency)
+    run.emit("MapStateStarted", {"length": len(items)})
+    limits = _Limits.of(run, data, len(items), concurrency)
+    if run.probe is not None and run.probe.mock is not None:
+        results = run.probe.map_outcome(limits.tolerated)
+    else:
+        results = await _iterate(run, data, items, limits)
+    run.emit("MapStateSucceeded")
+    return finish(run, results, apply_output_path=False)
+
+
+async def _iterate(
+    run: StateRun, data: Any, items: list[Any], limits: _Limits
+) -> list[Any]:
     processor = run.state.get("ItemProcessor") or run.state["Iterator"]
     config = processor.get("ProcessorConfig") or {}
     distributed = config.get("Mode") == "DISTRIBUTED"
-    concurrency = _integer(run, "MaxConcurrency", data) or 0
-    run.emit("MapStateStarted", {"length": len(items)})
-    limits = _Limits.of(run, data, len(items), concurrency)
     if distributed:
         run.emit("MapRunStarted", {"mapRunArn": f"{run.runner.info.arn}/{run.name}"})
     mapper = _Iterations(run, processor, data, items, limits, distributed)
@@ -90,13 +105,15 @@ async def _map_attempt(run: StateRun) -> Any:
         raise
     if distributed:
         run.emit("MapRunSucceeded")
-    run.emit("MapStateSucceeded")
-    return finish(run, results, apply_output_path=False)
+    return results
 
 
 def _items(run: StateRun, data: Any) -> list[Any]:
     state = run.state
-    if run.jsonata:
+    if run.probe is not None and run.probe.reader_items is not None:
+        # TestState reads no ItemReader: the request supplies what it would read.
+        items = run.probe.reader_items
+    elif run.jsonata:
         items = data
         if "Items" in state:
             items = query.render(
@@ -112,7 +129,13 @@ def _items(run: StateRun, data: Any) -> list[Any]:
                     f" {dataflow.compact_json(items)}",
                 )
     else:
-        items = dataflow.select(state.get("ItemsPath", "$"), data, _scope(run))
+        path = state.get("ItemsPath", "$")
+        items = dataflow.select(path, data, _scope(run))
+        if not isinstance(items, list):
+            # AWS names the path from its document's root: "$$.x" shows "$.x".
+            shown = path[1:] if path.startswith("$$") else path
+            raise StatesError(RUNTIME, f'Reference path "{shown}" must point to array.')
+        run.inspect("afterItemsPath", items)
     if not isinstance(items, list):
         raise StatesError(
             QUERY_EVALUATION_ERROR if run.jsonata else RUNTIME,
@@ -154,6 +177,10 @@ class _Limits:
     def of(cls, run: StateRun, data: Any, total: int, concurrency: int) -> _Limits:
         count = _integer(run, "ToleratedFailureCount", data)
         percentage = _percentage(run, data)
+        if count is not None:
+            run.inspect("toleratedFailureCount", count)
+        if percentage is not None:
+            run.inspect("toleratedFailurePercentage", percentage)
         tolerated = math.inf if count is None and percentage is None else 0.0
         if count is not None:
             if count < 0:

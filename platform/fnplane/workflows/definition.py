@@ -65,6 +65,8 @@ def parse_definition(
     source: str | dict[str, Any],
     function_exists: FunctionExists | None = None,
     machine_type: str = STANDARD,
+    *,
+    any_resource: bool = False,
 ) -> StateMachine:
     """Decode and validate an ASL definition.
 
@@ -74,17 +76,13 @@ def parse_definition(
             given, a Task naming an unknown function is rejected.
         machine_type: ``STANDARD`` or ``EXPRESS`` (Express machines cannot use
             ``.sync`` or ``.waitForTaskToken`` integrations).
+        any_resource: accept Task resources fnplane cannot call (other AWS
+            services): TestState runs them on mocked results.
 
     Raises:
         DefinitionError: the definition is invalid; the message says where.
     """
-    if isinstance(source, str):
-        try:
-            source = json.loads(source)
-        except json.JSONDecodeError as exc:
-            raise DefinitionError(f"the definition is not valid JSON: {exc}") from exc
-    if not isinstance(source, dict):
-        raise DefinitionError("the definition must be a JSON object")
+    source = decode_definition(source)
     language = source.get("QueryLanguage", JSONPATH)
     if language not in (JSONPATH, JSONATA):
         raise DefinitionError(
@@ -93,7 +91,8 @@ def parse_definition(
     unknown = set(source) - _TOP_FIELDS
     if unknown:
         raise DefinitionError(f"These fields are not allowed: {sorted(unknown)}")
-    _Validator(function_exists, machine_type).program(source, "", language)
+    validator = _Validator(function_exists, machine_type, any_resource)
+    validator.program(source, "", language)
     timeout = source.get("TimeoutSeconds")
     if timeout is not None and (not isinstance(timeout, int) or timeout <= 0):
         raise DefinitionError("TimeoutSeconds must be a positive integer", "/")
@@ -101,10 +100,51 @@ def parse_definition(
     return StateMachine(source, language, timeout)
 
 
+def parse_state(
+    name: str, source: str | dict[str, Any], *, any_resource: bool = False
+) -> dict[str, Any]:
+    """Decode and validate one state on its own, as TestState receives it.
+
+    The state's ``Next``, ``Default`` and ``Catch`` may name states that are
+    not there; everything else (fields, paths, nested programs) is checked
+    as ``parse_definition`` checks it.
+
+    Raises:
+        DefinitionError: the state is invalid; the message says where.
+    """
+    state = decode_definition(source)
+    language = state.get("QueryLanguage", JSONPATH)
+    validator = _Validator(None, STANDARD, any_resource)
+    validator.state(name, state, None, "", language)
+    return state
+
+
+def decode_definition(source: str | dict[str, Any]) -> dict[str, Any]:
+    """Return a definition as a dict, decoding JSON text.
+
+    Raises:
+        DefinitionError: the text is not JSON or not an object.
+    """
+    if isinstance(source, str):
+        try:
+            source = json.loads(source)
+        except json.JSONDecodeError as exc:
+            raise DefinitionError(f"the definition is not valid JSON: {exc}") from exc
+    if not isinstance(source, dict):
+        raise DefinitionError("the definition must be a JSON object")
+    return source
+
+
 class _Validator:
-    def __init__(self, function_exists: FunctionExists | None, machine_type: str):
+    def __init__(
+        self,
+        function_exists: FunctionExists | None,
+        machine_type: str,
+        any_resource: bool = False,
+    ) -> None:
         self.function_exists = function_exists
         self.machine_type = machine_type
+        self.any_resource = any_resource
 
     def program(self, program: dict[str, Any], where: str, language: str) -> None:
         missing = [field for field in ("StartAt", "States") if field not in program]
@@ -131,10 +171,11 @@ class _Validator:
         self,
         name: str,
         state: Any,
-        states: dict[str, Any],
+        states: dict[str, Any] | None,
         where: str,
         language: str,
     ) -> None:
+        """Check one state; ``states`` None skips checking its targets exist."""
         if not isinstance(state, dict) or "Type" not in state:
             raise DefinitionError(f"state {name!r} has no Type", where)
         language = state.get("QueryLanguage", language)
@@ -155,7 +196,11 @@ class _Validator:
             self.program(processor, f"{where}/ItemProcessor", language)
 
     def transitions(
-        self, name: str, state: dict[str, Any], states: dict[str, Any], where: str
+        self,
+        name: str,
+        state: dict[str, Any],
+        states: dict[str, Any] | None,
+        where: str,
     ) -> None:
         kind = state["Type"]
         has_next, has_end = "Next" in state, state.get("End") is True
@@ -174,6 +219,8 @@ class _Validator:
         targets += [(rule.get("Next"), "Choices") for rule in state.get("Choices", [])]
         targets += [(state.get("Default"), "Default")]
         targets += [(catch.get("Next"), "Catch") for catch in state.get("Catch", [])]
+        if states is None:
+            return
         for target, field in targets:
             if target is not None and target not in states:
                 raise DefinitionError(
@@ -196,7 +243,7 @@ class _Validator:
                 " service integration",
                 f"{where}/Resource",
             )
-        if resource.kind == "unsupported":
+        if resource.kind == "unsupported" and not self.any_resource:
             raise DefinitionError(
                 f"The resource provided {resource_text} is not recognized: fnplane"
                 " runs functions (a name, a Lambda function ARN or"

@@ -8,6 +8,7 @@
         ├── StateMachineNotFoundError (LookupError)
         ├── ExecutionNotFoundError (LookupError)
         ├── ExecutionAlreadyExistsError (ValueError)
+        ├── InvalidRequestError (ValueError)  a TestState request cannot run
         ├── StatesError                       a state failed with a named error
         │   └── TaskFailed                    raised by a task invoker
         └── ExecutionStoppedError             an execution was stopped on request
@@ -69,6 +70,13 @@ class ExecutionNotFoundError(WorkflowError, LookupError):
 
 class ExecutionAlreadyExistsError(WorkflowError, ValueError):
     """An execution with this name already exists with a different input."""
+
+
+class InvalidRequestError(WorkflowError, ValueError):
+    """A TestState request is inconsistent: an unknown state name, a mock on
+    a state that calls nothing, a missing mock for a resource fnplane cannot
+    call, ... The message names the offending field and value.
+    """
 
 
 class StatesError(WorkflowError):

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from fnplane.workflows.clock import Clock, iso_timestamp
 from fnplane.workflows.definition import JSONATA, StateMachine
@@ -25,6 +25,9 @@ from fnplane.workflows.errors import (
 )
 from fnplane.workflows.history import Cursor, History
 from fnplane.workflows.variables import Variables
+
+if TYPE_CHECKING:
+    from fnplane.workflows.probe import Probe
 
 Invoker = Callable[[str, Any, "float | None"], Awaitable[Any]]
 StateHandler = Callable[["StateRun"], Awaitable[tuple["str | None", Any]]]
@@ -64,7 +67,8 @@ class ExecutionInfo:
     state_machine_name: str
     input: Any
     start_time: float
-    role_arn: str = "arn:aws:iam::000000000000:role/fnplane"
+    # None when a TestState call names no role (AWS shows RoleArn null).
+    role_arn: str | None = "arn:aws:iam::000000000000:role/fnplane"
     redrivable: bool = True
 
 
@@ -279,6 +283,7 @@ class StateRun:
 
     __slots__ = (
         "pending",
+        "probe",
         "runner",
         "name",
         "state",
@@ -313,6 +318,13 @@ class StateRun:
         self.retry_count = 0
         self.entered_at = runner.clock.now()
         self.pending: dict[str, Any] | None = None
+        # Set only on the state a TestState call runs (see ``probe``).
+        self.probe: Probe | None = None
+
+    def inspect(self, key: str, value: Any) -> None:
+        """Report an intermediate value (``afterInputPath``...) to TestState."""
+        if self.probe is not None:
+            self.probe.record(key, value)
 
     def assign(self, values: dict[str, Any]) -> None:
         """Stage variable values; they take effect when the state exits.
@@ -332,6 +344,12 @@ class StateRun:
 
     def context(self) -> dict[str, Any]:
         """Build the context object (``$$`` / ``$states.context``)."""
+        if self.probe is not None:
+            return self.probe.context(self)
+        return self.execution_context()
+
+    def execution_context(self) -> dict[str, Any]:
+        """Build the context object an execution shows this state."""
         info = self.runner.info
         state: dict[str, Any] = {
             "Name": self.name,

@@ -40,26 +40,33 @@ def effective_input(run: StateRun, arguments_field: str = "Parameters") -> Any:
     """Compute what the state works on (task payload, Pass result, ...)."""
     state = run.state
     if run.jsonata:
-        if "Arguments" not in state:
-            return run.input
-        return query.render(
-            state["Arguments"], states_binding(run), run.frame.variables, "Arguments"
-        )
-    data = run.input
-    if "InputPath" in state:
-        path = state["InputPath"]
-        data = {} if path is None else dataflow.select(path, data, scope(run))
+        data = run.input
+        if "Arguments" in state:
+            data = query.render(
+                state["Arguments"],
+                states_binding(run),
+                run.frame.variables,
+                "Arguments",
+            )
+        run.inspect("afterArguments", data)
+        return data
+    data = after_input_path(run)
     if arguments_field in state:
         data = dataflow.render(state[arguments_field], data, scope(run))
+    run.inspect("afterParameters", data)
     return data
 
 
 def after_input_path(run: StateRun) -> Any:
     """The state input after InputPath only (Choice, Wait and Map need it)."""
-    if run.jsonata or "InputPath" not in run.state:
+    if run.jsonata:
         return run.input
-    path = run.state["InputPath"]
-    return {} if path is None else dataflow.select(path, run.input, scope(run))
+    data = run.input
+    if "InputPath" in run.state:
+        path = run.state["InputPath"]
+        data = {} if path is None else dataflow.select(path, data, scope(run))
+    run.inspect("afterInputPath", data)
+    return data
 
 
 def finish(
@@ -76,6 +83,7 @@ def finish(
     catchable part, since AWS fails the execution when it selects nothing.
     """
     state = run.state
+    run.inspect("result", result)
     if run.jsonata:
         binding = states_binding(run, result=result)
         output = result if jsonata_default is _UNSET else jsonata_default
@@ -88,9 +96,11 @@ def finish(
         return output
     if "ResultSelector" in state:
         result = dataflow.render(state["ResultSelector"], result, scope(run))
+    run.inspect("afterResultSelector", result)
     if "Assign" in state:
         run.assign(dataflow.assign_jsonpath(state["Assign"], result, scope(run)))
     output = dataflow.apply_result_path(run.input, result, state.get("ResultPath", "$"))
+    run.inspect("afterResultPath", output)
     return output_path(run, output) if apply_output_path else output
 
 

@@ -59,31 +59,54 @@ async def guarded(run: StateRun, attempt: Attempt) -> tuple[str | None, Any]:
             break
         except StatesError as exc:
             run.pending = None
-            error = exc.error or ""
-            found = find_retrier(retriers, error)
-            if found is not None and counts[found[0]] < found[1].max_attempts:
-                index, policy = found
-                delay_s = policy.delay_s(counts[index])
-                counts[index] += 1
-                run.retry_count += 1
-                await run.runner.sleep_until(
-                    f"{run.key}/retry{run.retry_count}",
-                    run.runner.clock.now() + delay_s,
-                )
+            if await _retried(run, retriers, counts, exc):
                 continue
             report_failure(run, exc)
-            catcher = find_catcher(run.state.get("Catch") or [], error)
-            if catcher is None:
-                raise
-            # A caught error without a cause (a timeout, say) shows Cause "".
-            cause = "" if exc.cause is None else exc.cause
-            error_output = {"Error": exc.error, "Cause": cause}
-            output = catch_output(run, catcher, error_output)
-            run.exit(output)
-            return catcher["Next"], output
+            return _caught(run, exc)
     output = output_path(run, output)
     run.exit(output)
     return run.next(), output
+
+
+async def _retried(
+    run: StateRun, retriers: list[dict[str, Any]], counts: list[int], exc: StatesError
+) -> bool:
+    """Wait out the back-off of the retrier matching ``exc``, if it has attempts left.
+
+    Under TestState nothing is retried: the probe reports the retrier instead.
+    """
+    found = find_retrier(retriers, exc.error or "")
+    if found is None:
+        return False
+    index, policy = found
+    if run.probe is not None:
+        run.probe.retrier_matched(index, policy, exc)
+        return False
+    if counts[index] >= policy.max_attempts:
+        return False
+    delay_s = policy.delay_s(counts[index])
+    counts[index] += 1
+    run.retry_count += 1
+    await run.runner.sleep_until(
+        f"{run.key}/retry{run.retry_count}", run.runner.clock.now() + delay_s
+    )
+    return True
+
+
+def _caught(run: StateRun, exc: StatesError) -> tuple[str | None, Any]:
+    """Hand ``exc`` to the first matching catcher, or re-raise it."""
+    catchers = run.state.get("Catch") or []
+    catcher = find_catcher(catchers, exc.error or "")
+    if catcher is None:
+        raise exc
+    if run.probe is not None:
+        run.probe.caught(catchers.index(catcher), exc)
+    # A caught error without a cause (a timeout, say) shows Cause "".
+    cause = "" if exc.cause is None else exc.cause
+    error_output = {"Error": exc.error, "Cause": cause}
+    output = catch_output(run, catcher, error_output)
+    run.exit(output)
+    return catcher["Next"], output
 
 
 def report_failure(run: StateRun, exc: StatesError) -> None:
@@ -117,6 +140,8 @@ async def _task_attempt(run: StateRun) -> Any:
     resource = parse_resource(run.state["Resource"])
     payload = effective_input(run)
     timeout_s = _timeout_s(run)
+    if run.probe is not None and run.probe.mock is not None:
+        return finish(run, run.probe.mock.outcome(), apply_output_path=False)
     if resource.kind == "lambda_invoke":
         if not isinstance(payload, dict):
             raise StatesError(RUNTIME, "lambda:invoke needs an object of parameters")
