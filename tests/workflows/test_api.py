@@ -156,3 +156,37 @@ async def test_unknown_action_and_sync_on_standard_are_client_errors(
 
     assert (status, body["__type"]) == (400, "UnknownOperationException")
     assert (sync_status, sync_body["__type"]) == (400, "StateMachineTypeNotSupported")
+
+
+async def test_boto3_test_state_runs_one_state(endpoint: str) -> None:
+    """boto3's test_state runs a Task on its function and on a mocked error."""
+
+    def drive() -> tuple[dict[str, Any], dict[str, Any]]:
+        client = _client(endpoint)
+        state = {
+            "Type": "Task",
+            "Resource": "double",
+            "Catch": [{"ErrorEquals": ["States.ALL"], "Next": "Recover"}],
+            "Next": "Done",
+        }
+        called = client.test_state(
+            definition=json.dumps(state),
+            input='{"value": 5}',
+            inspectionLevel="DEBUG",
+        )
+        mocked = client.test_state(
+            definition=json.dumps(state),
+            input='{"value": 5}',
+            mock={"errorOutput": {"error": "Broken", "cause": "mocked"}},
+        )
+        return called, mocked
+
+    called, mocked = await asyncio.to_thread(drive)
+
+    assert called["status"] == "SUCCEEDED"
+    assert called["nextState"] == "Done"
+    assert json.loads(called["output"]) == {"value": 10}
+    assert json.loads(called["inspectionData"]["result"]) == {"value": 10}
+    assert mocked["status"] == "CAUGHT_ERROR"
+    assert mocked["nextState"] == "Recover"
+    assert json.loads(mocked["output"]) == {"Error": "Broken", "Cause": "mocked"}

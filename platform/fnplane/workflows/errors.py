@@ -55,6 +55,7 @@ class DefinitionError(WorkflowError, ValueError):
     """
 
     def __init__(self, message: str, location: str = "/") -> None:
+        location = location or "/"
         super().__init__(f"{message} at {location}")
         self.location = location
         self.reason = message
