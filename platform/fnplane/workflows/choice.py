@@ -83,10 +83,10 @@ def evaluate_rule(rule: dict[str, Any], data: Any, scope: Scope) -> bool:
     name = _operator_of(rule)
     expected = rule[name]
     if name == "IsPresent":
-        return _is_present(rule["Variable"], data, scope) == expected
+        return bool(_is_present(rule["Variable"], data, scope) == expected)
     value = select(rule["Variable"], data, scope)
     if name in TYPE_TESTS:
-        return _type_test(name, value) == expected
+        return bool(_type_test(name, value) == expected)
     if name.endswith("Path"):
         expected = select(expected, data, scope)
         name = name[: -len("Path")]
