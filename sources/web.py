@@ -103,13 +103,34 @@ class HttpSource:
         event = self._event(
             request, body, match.path_params, match.route_key, request_id
         )
-        if request.headers.get(INVOCATION_TYPE_HEADER, "").lower() == "event":
+        invocation_type = request.headers.get(INVOCATION_TYPE_HEADER, "RequestResponse")
+        if invocation_type == "Event":
             await self.invoker.invoke_async(
                 match.function, event, request_id=request_id
             )
             return json_response(202, {"requestId": request_id}, request_id)
-        result = await self.invoker.invoke(match.function, event, request_id=request_id)
+        if invocation_type != "RequestResponse":
+            return error_response(
+                400,
+                f"{INVOCATION_TYPE_HEADER} must be RequestResponse or Event, "
+                f"got {invocation_type!r}",
+                request_id,
+            )
+        result = await self.invoker.invoke(
+            match.function, event, request_id=request_id, marshal=self._to_reply
+        )
         return self._respond(result)
+
+    def _to_reply(self, value: Any) -> HttpReply:
+        """The handler's value as an HTTP reply, within the response size limit."""
+        reply = to_reply(value)
+        limit = self.settings.max_body_bytes
+        if len(reply.body) > limit:
+            raise ResponseError(
+                f"response body is {len(reply.body)} bytes, over the {limit} byte "
+                f"limit (Lambda's 6 MB by default)"
+            )
+        return reply
 
     def _event(
         self,
@@ -119,10 +140,12 @@ class HttpSource:
         route_key: str,
         request_id: str,
     ) -> HttpRequest:
+        # API Gateway hands over the path and query exactly as sent.
+        raw_path, _, raw_query = request.raw_path.partition("?")
         return HttpRequest(
             method=request.method,
-            path=request.path,
-            query_string=request.query_string,
+            path=raw_path,
+            query_string=raw_query,
             headers=request.headers,
             body=body,
             path_params=path_params,
@@ -136,17 +159,7 @@ class HttpSource:
     def _respond(self, result: InvocationResult) -> web.Response:
         request_id = result.request_id
         if result.outcome is Outcome.SUCCESS:
-            try:
-                reply = to_reply(result.value)
-            except ResponseError as exc:
-                logger.error(
-                    "http.bad_result",
-                    function=result.function,
-                    request_id=request_id,
-                    error=str(exc),
-                )
-                return self._server_error(result, str(exc))
-            return reply_response(reply, request_id)
+            return reply_response(result.value, request_id)
         error = result.error
         assert error is not None
         if result.outcome is Outcome.THROTTLED:
@@ -160,17 +173,15 @@ class HttpSource:
             return error_response(504, error.message, request_id)
         if error.status_code is not None:
             return error_response(error.status_code, error.message, request_id)
-        return self._server_error(result, error.message)
+        return self._server_error(result)
 
-    def _server_error(self, result: InvocationResult, detail: str) -> web.Response:
+    def _server_error(self, result: InvocationResult) -> web.Response:
         body: dict[str, Any] = {
             "message": "Internal Server Error",
             "requestId": result.request_id,
         }
         if self.settings.debug and result.error is not None:
             body.update(result.error.to_lambda())
-        elif self.settings.debug:
-            body["errorMessage"] = detail
         return json_response(500, body, result.request_id)
 
     def _too_large(self, request_id: str) -> web.Response:

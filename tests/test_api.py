@@ -77,6 +77,14 @@ def build_app(events: list[Any]) -> App:
     def empty(event, context):
         return event
 
+    @app.function()
+    def raw_bytes(event, context):
+        return b"not json"
+
+    @app.function()
+    def huge(event, context):
+        return "x" * (7 * 1024 * 1024)
+
     @app.function(concurrency=1)
     def busy(event, context):
         threading.Event().wait(event.get("hold_s", 0))
@@ -233,3 +241,27 @@ async def test_api_key_as_bearer_token_and_health_stays_open(
         headers = {"Authorization": "Bearer k1"}
         async with session.get(f"{base}/functions", headers=headers) as response:
             assert response.status == 200
+
+
+async def test_nan_payload_is_not_json(client_and_events) -> None:
+    client, _ = client_and_events
+    with pytest.raises(ClientError) as raised:
+        await in_thread(
+            lambda: client.invoke(FunctionName="add", Payload=b'{"a": NaN}')
+        )
+    assert raised.value.response["Error"]["Code"] == "InvalidRequestContentException"
+
+
+@pytest.mark.parametrize(
+    ("function", "message"),
+    [("raw_bytes", "cannot be sent as JSON"), ("huge", "exceeded maximum")],
+)
+async def test_results_that_cannot_be_returned_are_marshal_errors(
+    client_and_events, function, message
+) -> None:
+    client, _ = client_and_events
+    response = await in_thread(lambda: client.invoke(FunctionName=function))
+    assert response["FunctionError"] == "Unhandled"
+    error = json.loads(response["Payload"].read())
+    assert error["errorType"] == "Runtime.MarshalError"
+    assert message in error["errorMessage"]

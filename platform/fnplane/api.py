@@ -22,6 +22,8 @@ from urllib.parse import unquote
 import structlog
 from aiohttp import web
 
+from fnplane.errors import BadRequestError
+from fnplane.events.http_request import parse_json
 from fnplane.events.http_response import ResponseError, dump_json
 from fnplane.function import FUNCTION_ARN_PREFIX
 from fnplane.invoke import InvocationResult, Outcome
@@ -232,9 +234,21 @@ class PlatformApi:
             )
         capture = request.headers.get("X-Amz-Log-Type") == "Tail"
         result = await self.invoker.invoke(
-            name, payload, request_id=request_id, capture_log=capture
-        )
+            name, payload, request_id=request_id, capture_log=capture,
+            marshal=self._result_json,
+        )  # fmt: skip
         return invoke_response(result, headers)
+
+    def _result_json(self, value: Any) -> bytes:
+        """A result as the Invoke API's JSON body, within the payload limit."""
+        body = dump_json(value)
+        limit = self.invoker.settings.max_body_bytes
+        if len(body) > limit:
+            raise ResponseError(
+                f"Response payload size ({len(body)} bytes) exceeded maximum "
+                f"allowed payload size ({limit} bytes)."
+            )
+        return body
 
     def _guarded(self, handler: ApiHandler) -> ApiHandler:
         if self.api_key is None:
@@ -245,21 +259,19 @@ class PlatformApi:
             request: web.BaseRequest, request_id: str
         ) -> web.StreamResponse:
             body = await request.read()
-            if not is_authorized(request, body, key):
-                return aws_error(
-                    403,
-                    "AccessDeniedException",
-                    "missing or wrong API key: send Authorization: Bearer KEY, "
-                    "X-Api-Key: KEY, or sign with the key as the secret access key",
-                    request_id,
-                )
+            problem = authorization_problem(request, body, key)
+            if problem is not None:
+                return aws_error(403, "AccessDeniedException", problem, request_id)
             return await handler(request, request_id)
 
         return guarded
 
 
-def is_authorized(request: web.BaseRequest, body: bytes, key: str) -> bool:
-    """True when the request has the shared key or a SigV4 signature made with it."""
+def authorization_problem(
+    request: web.BaseRequest, body: bytes, key: str
+) -> str | None:
+    """Why the request is refused, or None when it carries the shared key (or a
+    SigV4 signature made with it)."""
     authorization = request.headers.get("Authorization", "")
     if authorization.startswith("AWS4-HMAC-SHA256"):
         try:
@@ -268,10 +280,15 @@ def is_authorized(request: web.BaseRequest, body: bytes, key: str) -> bool:
             )
         except SignatureError as exc:
             logger.warning("api.bad_signature", reason=str(exc))
-            return False
-        return True
+            return f"SigV4 signature refused: {exc}"
+        return None
     offered = request.headers.get("X-Api-Key") or authorization.removeprefix("Bearer ")
-    return hmac.compare_digest(offered.encode(), key.encode())
+    if offered and hmac.compare_digest(offered.encode(), key.encode()):
+        return None
+    return (
+        "missing or wrong API key: send Authorization: Bearer KEY, X-Api-Key: KEY, "
+        "or sign with the key as the secret access key"
+    )
 
 
 def parse_payload(body: bytes) -> Any:
@@ -279,8 +296,8 @@ def parse_payload(body: bytes) -> Any:
     if not body.strip():
         return {}
     try:
-        return json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        return parse_json(body, "the payload")
+    except BadRequestError as exc:
         raise ValueError(f"Could not parse request body into json: {exc}") from exc
 
 
@@ -301,16 +318,8 @@ def invoke_response(result: InvocationResult, headers: dict[str, str]) -> web.Re
             tail(result.log).encode()
         ).decode()
     if result.ok:
-        try:
-            body = dump_json(result.value)
-        except ResponseError as exc:
-            error = {"errorMessage": str(exc), "errorType": "Runtime.MarshalError"}
-            headers["X-Amz-Function-Error"] = "Unhandled"
-            return web.Response(
-                status=200, body=json.dumps(error).encode(), headers=headers
-            )
         headers["Content-Type"] = "application/json"
-        return web.Response(status=200, body=body, headers=headers)
+        return web.Response(status=200, body=result.value, headers=headers)
     assert result.error is not None
     handled = result.outcome is Outcome.HANDLED_ERROR
     headers["X-Amz-Function-Error"] = "Handled" if handled else "Unhandled"

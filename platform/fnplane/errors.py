@@ -117,6 +117,8 @@ class HttpError(FunctionError):
     ) -> None:
         super().__init__(message, error_type)
         if status_code is not None:
+            if not 100 <= status_code <= 599:
+                raise ValueError(f"HTTP status must be 100 to 599, got {status_code}")
             self.status_code = status_code
 
 

@@ -9,14 +9,17 @@ call handlers directly; they call ``Invoker.invoke``.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import itertools
 import math
 import time
 import traceback
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from enum import StrEnum
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -42,6 +45,15 @@ if TYPE_CHECKING:
     from fnplane.workflows.hosting import WorkflowHost
 
 logger = structlog.get_logger(__name__)
+
+Marshal = Callable[[Any], Any]
+# Frames from these folders are the platform's, not the handler's: a stack
+# trace shows the user's code only.
+PLATFORM_FRAMES = (
+    str(Path(__file__).resolve().parent),
+    str(Path(asyncio.__file__).resolve().parent),
+    str(Path(concurrent.futures.__file__).resolve().parent),
+)
 
 
 class Outcome(StrEnum):
@@ -176,11 +188,15 @@ class Invoker:
         attempt: int = 1,
         capture_log: bool = False,
         wait_for_slot: bool = False,
+        marshal: Marshal | None = None,
     ) -> InvocationResult:
         """Invoke function ``name`` with ``event`` and wait for the result.
 
         At the function's concurrency limit the invocation is throttled, or,
         with ``wait_for_slot`` (queues and stream sources), waits for a slot.
+        ``marshal`` turns the handler's value into what the caller needs (an
+        HTTP reply, JSON); when it raises, the invocation fails with
+        ``Runtime.MarshalError``, as Lambda's does for a result it cannot send.
         Never raises for the handler's sake: the outcome says how it ended.
         Raises ``FunctionNotFoundError`` for an unknown name.
         """
@@ -199,7 +215,7 @@ class Invoker:
         log: list[str] | None = [] if capture_log else None
         token = log_capture.set(log) if log is not None else None
         try:
-            result = await self._run(function, event, request_id, attempt, log)
+            result = await self._run(function, event, request_id, attempt, log, marshal)
         finally:
             if token is not None:
                 log_capture.reset(token)
@@ -265,6 +281,7 @@ class Invoker:
         request_id: str,
         attempt: int,
         log: list[str] | None,
+        marshal: Marshal | None,
     ) -> InvocationResult:
         environment = self.environment(function)
         if log is not None:
@@ -283,7 +300,7 @@ class Invoker:
         deadline = time.monotonic() + function.timeout_s
         context = Context(function, request_id, deadline, self, attempt)
         context.cold_start = init_ms is not None
-        outcome, value, error = await self._call(environment, event, context)
+        outcome, value, error = await self._call(environment, event, context, marshal)
         return InvocationResult(
             request_id,
             function.name,
@@ -295,7 +312,11 @@ class Invoker:
         )
 
     async def _call(
-        self, environment: InlineEnvironment, event: Any, context: Context
+        self,
+        environment: InlineEnvironment,
+        event: Any,
+        context: Context,
+        marshal: Marshal | None,
     ) -> tuple[Outcome, Any, ErrorInfo | None]:
         timeout_s = environment.function.timeout_s
         try:
@@ -303,21 +324,48 @@ class Invoker:
                 value = await environment.run(event, context)
         except TimeoutError as exc:
             if not deadline.expired():
-                return Outcome.UNHANDLED_ERROR, None, error_info(exc)
+                return Outcome.UNHANDLED_ERROR, None, self._failed(context, exc)
             return Outcome.TIMEOUT, None, self._timed_out(environment, context)
         except FunctionError as exc:
             status = getattr(exc, "status_code", None)
             error = ErrorInfo(exc.error_type, str(exc), status_code=status)
             return Outcome.HANDLED_ERROR, None, error
-        except Exception as exc:
-            logger.error(
-                "invocation.failed",
+        # SystemExit and KeyboardInterrupt from a handler end its invocation,
+        # never the platform that runs every other function.
+        except (Exception, SystemExit, KeyboardInterrupt) as exc:
+            return Outcome.UNHANDLED_ERROR, None, self._failed(context, exc)
+
+        if time.monotonic() > context.deadline_monotonic:
+            # An async handler that blocked the loop outlived its timeout
+            # without ever yielding to the timer; its result is discarded.
+            logger.warning(
+                "invocation.loop_blocked",
                 function=context.function_name,
                 request_id=context.aws_request_id,
-                exc_info=exc,
             )
-            return Outcome.UNHANDLED_ERROR, None, error_info(exc)
+            return Outcome.TIMEOUT, None, self._timed_out(environment, context)
+        if marshal is not None:
+            try:
+                value = marshal(value)
+            except Exception as exc:
+                error = ErrorInfo("Runtime.MarshalError", str(exc))
+                logger.error(
+                    "invocation.marshal_failed",
+                    function=context.function_name,
+                    request_id=context.aws_request_id,
+                    error=str(exc),
+                )
+                return Outcome.UNHANDLED_ERROR, None, error
         return Outcome.SUCCESS, value, None
+
+    def _failed(self, context: Context, exc: BaseException) -> ErrorInfo:
+        logger.error(
+            "invocation.failed",
+            function=context.function_name,
+            request_id=context.aws_request_id,
+            exc_info=exc,
+        )
+        return error_info(exc)
 
     def _timed_out(self, environment: InlineEnvironment, context: Context) -> ErrorInfo:
         function = environment.function
@@ -400,9 +448,14 @@ class Invoker:
 
 
 def error_info(exc: BaseException) -> ErrorInfo:
-    """Describe a handler's exception: class name, message, formatted frames."""
-    frames = traceback.format_tb(exc.__traceback__)
-    return ErrorInfo(type(exc).__name__, str(exc), [frame.rstrip() for frame in frames])
+    """Describe a handler's exception: class name, message, the handler's frames."""
+    frames = [
+        frame
+        for frame in traceback.extract_tb(exc.__traceback__)
+        if not frame.filename.startswith(PLATFORM_FRAMES)
+    ]
+    formatted = traceback.format_list(frames)
+    return ErrorInfo(type(exc).__name__, str(exc), [f.rstrip() for f in formatted])
 
 
 def report_lines(result: InvocationResult) -> list[str]:
@@ -414,4 +467,7 @@ def report_lines(result: InvocationResult) -> list[str]:
     )
     if result.init_duration_ms is not None:
         report += f"\tInit Duration: {result.init_duration_ms:.2f} ms"
-    return [f"END RequestId: {result.request_id}", report]
+    lines = [f"END RequestId: {result.request_id}", report]
+    if result.outcome is Outcome.TIMEOUT and result.error is not None:
+        lines.insert(0, f"{result.request_id} {result.error.message}")
+    return lines

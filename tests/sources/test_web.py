@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -79,6 +80,36 @@ def build_app() -> App:
     @app.http("GET", "/unserialisable")
     def unserialisable(event, context):
         return {"when": object()}
+
+    @app.http("GET", "/exit")
+    def exits(event, context):
+        raise SystemExit(3)
+
+    @app.http("GET", "/interrupt")
+    async def interrupts(event, context):
+        raise KeyboardInterrupt
+
+    @app.http("GET", "/blocks-loop", timeout=0.1)
+    async def blocks_loop(event, context):
+        time.sleep(0.3)
+        return "too late"
+
+    @app.http("GET", "/nan")
+    def not_a_number(event, context):
+        return {"x": float("nan")}
+
+    @app.http("GET", "/huge")
+    def huge(event, context):
+        return "x" * 2048
+
+    @app.http("GET", "/raw/{rest+}")
+    def raw(event, context):
+        return {
+            "rawPath": event["rawPath"],
+            "rawQueryString": event["rawQueryString"],
+            "query": event.query,
+            "rest": event.path_params["rest"],
+        }
 
     @app.http("GET", "/slow", timeout=0.3)
     async def slow(event, context):
@@ -322,3 +353,73 @@ async def test_health_functions_and_metrics_endpoints(client, base_url) -> None:
     assert 'fnplane_invocations_total{function="text",outcome="success"} 1.0' in text
     assert 'fnplane_errors_total{function="crash"} 1.0' in text
     assert 'fnplane_cold_starts_total{function="text"} 1.0' in text
+
+
+async def test_system_exit_and_keyboard_interrupt_fail_only_their_invocation(
+    client, base_url
+) -> None:
+    """A handler cannot take the platform down with it."""
+    for path in ("/exit", "/interrupt"):
+        status, _, _ = await call(client, "GET", base_url + path)
+        assert status == 500
+    status, _, body = await call(client, "GET", f"{base_url}/text")
+    assert (status, body) == (200, b"plain words")
+
+
+async def test_async_handler_that_blocks_past_its_timeout_is_a_timeout(
+    client, base_url
+) -> None:
+    status, _, body = await call(client, "GET", f"{base_url}/blocks-loop")
+    assert status == 504 and b"too late" not in body
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b'{"a": NaN}', b"[" * 100_000, b"1" * 5000, b'{"a": Infinity}'],
+    ids=["nan", "deep", "long-int", "infinity"],
+)
+async def test_json_that_python_accepts_but_is_not_json_is_400(
+    client, start_platform, body
+) -> None:
+    platform = await start_platform(build_app())
+    url = f"http://127.0.0.1:{platform.port}/echo"
+    status, _, reply = await call(client, "POST", url, data=body)
+    assert status == 400, reply
+    assert "JSON" in json.loads(reply)["message"]
+
+
+async def test_results_that_cannot_be_sent_are_500_and_count_as_errors(
+    client, start_platform, settings
+) -> None:
+    platform = await start_platform(build_app(), settings.replace(max_body_bytes=1024))
+    base = f"http://127.0.0.1:{platform.port}"
+    for path in ("/nan", "/huge", "/unserialisable"):
+        status, _, _ = await call(client, "GET", base + path)
+        assert status == 500, path
+    registry = platform.invoker.metrics.registry
+    for name in ("not_a_number", "huge", "unserialisable"):
+        labels = {"function": name, "outcome": "unhandled_error"}
+        assert registry.get_sample_value("fnplane_invocations_total", labels) == 1
+
+
+async def test_raw_path_and_query_are_passed_as_sent(client, base_url) -> None:
+    _, _, body = await call(
+        client, "GET", f"{base_url}/raw/a%20b/c%2Fd?x=%20y&plus=a+b&s=%25&t=%26"
+    )
+    data = json.loads(body)
+    assert data["rawPath"] == "/raw/a%20b/c%2Fd"
+    assert data["rawQueryString"] == "x=%20y&plus=a+b&s=%25&t=%26"
+    assert data["query"] == {"x": [" y"], "plus": ["a b"], "s": ["%"], "t": ["&"]}
+
+
+async def test_unknown_invocation_type_is_400(client, base_url) -> None:
+    status, _, body = await call(
+        client, "GET", f"{base_url}/text",
+        headers={"X-Fnplane-Invocation-Type": "Bogus"},
+    )  # fmt: skip
+    assert status == 400 and "Bogus" in json.loads(body)["message"]
+
+
+def test_http_error_status_must_be_a_real_status() -> None:
+    with pytest.raises(ValueError, match="100 to 599"):
+        HttpError("nope", status_code=999)

@@ -96,14 +96,7 @@ class HttpRequest(Mapping[str, Any]):
 
     def json(self) -> Any:
         """The body parsed as JSON; ``BadRequestError`` (a 400) if it is not."""
-        text = self.text()
-        try:
-            return json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise BadRequestError(
-                f"request body is not valid JSON: {exc.msg} at line {exc.lineno} "
-                f"column {exc.colno}"
-            ) from exc
+        return parse_json(self.text(), "request body")
 
     @cached_property
     def _payload(self) -> dict[str, Any]:
@@ -165,6 +158,27 @@ class HttpRequest(Mapping[str, Any]):
 
     def __repr__(self) -> str:
         return f"<HttpRequest {self.method} {self.path}>"
+
+
+def reject_constant(name: str) -> Any:
+    """NaN and Infinity are accepted by Python's parser but are not JSON."""
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def parse_json(text: str | bytes, what: str) -> Any:
+    """Parse strict JSON; ``BadRequestError`` says what is wrong and where."""
+    try:
+        return json.loads(text, parse_constant=reject_constant)
+    except json.JSONDecodeError as exc:
+        raise BadRequestError(
+            f"{what} is not valid JSON: {exc.msg} at line {exc.lineno} "
+            f"column {exc.colno}"
+        ) from exc
+    except UnicodeDecodeError as exc:
+        raise BadRequestError(f"{what} is not valid UTF-8: {exc.reason}") from exc
+    except (ValueError, RecursionError) as exc:
+        # Nesting too deep for the parser, or an integer too long to convert.
+        raise BadRequestError(f"{what} is not acceptable JSON: {exc}") from exc
 
 
 def is_text(content_type: str) -> bool:

@@ -75,11 +75,12 @@ def to_reply(result: Any) -> HttpReply:
 def dump_json(value: Any) -> bytes:
     """Serialise a result as JSON bytes, or explain which value cannot be."""
     try:
-        return json.dumps(value, ensure_ascii=False).encode("utf-8")
-    except (TypeError, ValueError) as exc:
+        # allow_nan=False: NaN and Infinity are not JSON, and clients reject them.
+        return json.dumps(value, ensure_ascii=False, allow_nan=False).encode("utf-8")
+    except (TypeError, ValueError, RecursionError) as exc:
         raise ResponseError(
             f"the handler returned a {type(value).__name__} that cannot be sent "
-            f"as JSON ({exc}); return a dict, list, str, bytes, None or a Response"
+            f"as JSON: {exc}"
         ) from exc
 
 
