@@ -55,7 +55,7 @@ def test_timeout_out_of_range_fails_naming_the_function(timeout: object) -> None
         app.function(timeout=timeout)(handler)  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("concurrency", [0, -2, 1.5, "4"])
+@pytest.mark.parametrize("concurrency", [-1, -2, 1.5, "4", True])
 def test_bad_concurrency_fails(concurrency: object) -> None:
     with pytest.raises(RegistrationError, match="concurrency"):
         App().function(concurrency=concurrency)(handler)  # type: ignore[arg-type]

@@ -318,3 +318,11 @@ async def test_a_hanging_shutdown_hook_is_cut_at_two_seconds() -> None:
     release.set()
     assert 1.9 < time.monotonic() - started < 4
     assert any(log["event"] == "shutdown.hook_timed_out" for log in logs)
+
+
+async def test_concurrency_zero_switches_the_function_off() -> None:
+    """Reserved concurrency 0 throttles every invocation, as in Lambda."""
+    app = App()
+    app.function(name="off", concurrency=0)(lambda e, c: "ran")
+    result = await invoker_for(app).invoke("off")
+    assert result.outcome is Outcome.THROTTLED

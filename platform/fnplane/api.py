@@ -103,6 +103,22 @@ class PlatformApi:
         self._invoke = self._guarded(self.invoke)
         self._targets: dict[str, TargetHandler] = {}
         self._aws_json = self._guarded(self.aws_json)
+        self._static_paths = {path for _, path in self._static}
+
+    def reserves(self, path: str) -> bool:
+        """True for paths the platform serves itself, closed to app routes."""
+        return path in self._static_paths or path.startswith(INVOKE_PREFIX)
+
+    async def _method_not_allowed(
+        self, request: web.BaseRequest, request_id: str
+    ) -> web.Response:
+        allowed = [m for m, path in self._static if path == request.path]
+        return error_response(
+            405,
+            f"method {request.method} is not allowed on {request.path}",
+            request_id,
+            Allow=", ".join(allowed),
+        )
 
     def match(self, request: web.BaseRequest) -> ApiHandler | None:
         """The handler for a platform endpoint, or None to try the app's routes."""
@@ -110,6 +126,8 @@ class PlatformApi:
         found = self._static.get((request.method, path))
         if found is not None:
             return found
+        if path in self._static_paths:
+            return self._method_not_allowed
         if request.method != "POST":
             return None
         if path.startswith(INVOKE_PREFIX):
@@ -153,6 +171,7 @@ class PlatformApi:
     def add(self, method: str, path: str, handler: ApiHandler) -> None:
         """Serve another platform endpoint (workflows add theirs)."""
         self._static[(method, path)] = self._guarded(handler)
+        self._static_paths.add(path)
 
     async def health(self, request: web.BaseRequest, request_id: str) -> web.Response:
         """Liveness: 200 with the number of functions and invocations in flight."""

@@ -48,7 +48,9 @@ class InMemoryAsyncQueue:
             await asyncio.gather(*self._tasks, return_exceptions=True)
 
     async def _run(self, function: str, event: Any, request_id: str) -> None:
-        result = await self._invoker.invoke(function, event, request_id=request_id)
+        result = await self._invoker.invoke(
+            function, event, request_id=request_id, wait_for_slot=True
+        )
         if not result.ok:
             logger.warning(
                 "async.invocation_failed",

@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
+import signal
 import sys
 import time
 import urllib.error
@@ -71,6 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="queue the invocation (Event type) and print its request id",
     )
     invoke.add_argument("--url", help="invoke a running platform at this URL instead")
+    add_api_key(invoke)
     invoke.add_argument(
         "--target", default=None, help="what to load in-process (default ./functions)"
     )
@@ -78,6 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     listing = commands.add_parser("list", help="list functions and their triggers")
     add_target(listing)
     listing.add_argument("--url", help="list a running platform's functions instead")
+    add_api_key(listing)
 
     start = commands.add_parser(
         "start-execution", help="start a workflow execution on a running platform"
@@ -111,6 +115,15 @@ def add_url(parser: argparse.ArgumentParser) -> None:
         "--url", default=None,
         help="the running platform (default http://HOST:PORT from the settings)",
     )  # fmt: skip
+    add_api_key(parser)
+
+
+def add_api_key(parser: argparse.ArgumentParser) -> None:
+    """The ``--api-key`` a client command sends to the platform API."""
+    parser.add_argument(
+        "--api-key", default=None,
+        help="the platform's API key (default: the api_key setting, FNPLANE_API_KEY)",
+    )  # fmt: skip
 
 
 def add_target(parser: argparse.ArgumentParser) -> None:
@@ -129,6 +142,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "run":
             return command_run(args)
+        # Output piped into `head` ends quietly, as other command-line tools do.
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
         logs.configure("console", "warning")
         handlers = {
             "invoke": command_invoke,
@@ -160,14 +175,21 @@ def command_run(args: argparse.Namespace) -> int:
     logs.configure(settings.log_format, settings.log_level)
     app = load_app(args.target)
     asyncio.run(run_until_signalled(Platform(app, settings)))
+    # The platform has drained and run its shutdown hooks. Threads of sync
+    # handlers or hooks that outlived their limits cannot be stopped, and the
+    # interpreter would wait for them at exit, past the grace period; like a
+    # Lambda sandbox, the process simply ends here.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
     return 0
 
 
 def command_invoke(args: argparse.Namespace) -> int:
     """Invoke a function in-process or against ``--url``; print the result."""
-    payload = read_data(args.data)
+    payload = read_data(args.data, "--data")
     if args.url:
-        return invoke_remote(args.url, args.name, payload, args.is_async)
+        return invoke_remote(args.url, args.name, payload, args.is_async, args.api_key)
     return asyncio.run(invoke_local(args.target, args.name, payload, args.is_async))
 
 
@@ -195,13 +217,16 @@ async def invoke_local(
     return EXIT_FAILED
 
 
-def invoke_remote(url: str, name: str, payload: Any, is_async: bool) -> int:
+def invoke_remote(
+    url: str, name: str, payload: Any, is_async: bool, api_key: str | None
+) -> int:
     """Call the Invoke API of a running platform."""
     headers = {"X-Amz-Invocation-Type": "Event" if is_async else "RequestResponse"}
     reply, response_headers = http_call(
         f"{url.rstrip('/')}/2015-03-31/functions/{name}/invocations",
         json.dumps(payload).encode(),
         headers,
+        api_key,
     )
     if is_async:
         print(json.dumps({"requestId": response_headers.get("X-Request-Id")}))
@@ -216,7 +241,7 @@ def invoke_remote(url: str, name: str, payload: Any, is_async: bool) -> int:
 def command_list(args: argparse.Namespace) -> int:
     """Print each function with its triggers, one per line."""
     if args.url:
-        body, _ = http_call(f"{args.url.rstrip('/')}/functions", None, {})
+        body, _ = http_call(f"{args.url.rstrip('/')}/functions", None, {}, args.api_key)
         functions = json.loads(body)["functions"]
     else:
         functions = [f.describe() for f in load_app(args.target).functions.values()]
@@ -232,17 +257,17 @@ def command_start_execution(args: argparse.Namespace) -> int:
     """Start an execution; with ``--wait``, poll until it ends."""
     request = {
         "stateMachineArn": args.state_machine,
-        "input": json.dumps(read_data(args.input)),
+        "input": json.dumps(read_data(args.input, "--input")),
     }
     if args.name:
         request["name"] = args.name
-    started = step_functions(args.url, "StartExecution", request)
+    started = step_functions(args, "StartExecution", request)
     if not args.wait:
         print(json.dumps(started))
         return 0
     arn = started["executionArn"]
     while True:
-        described = step_functions(args.url, "DescribeExecution", {"executionArn": arn})
+        described = step_functions(args, "DescribeExecution", {"executionArn": arn})
         if described["status"] != "RUNNING":
             break
         time.sleep(POLL_INTERVAL_S)
@@ -255,13 +280,13 @@ def command_executions(args: argparse.Namespace) -> int:
     if args.state_machine:
         machines = [args.state_machine]
     else:
-        listed = step_functions(args.url, "ListStateMachines", {})
+        listed = step_functions(args, "ListStateMachines", {})
         machines = [m["stateMachineArn"] for m in listed["stateMachines"]]
     for machine in machines:
         request: dict[str, Any] = {"stateMachineArn": machine}
         if args.status:
             request["statusFilter"] = args.status
-        listed = step_functions(args.url, "ListExecutions", request)["executions"]
+        listed = step_functions(args, "ListExecutions", request)["executions"]
         for execution in listed:
             arn, status = execution["executionArn"], execution["status"]
             print(f"{arn}\t{status}\t{execution['startDate']}")
@@ -271,7 +296,7 @@ def command_executions(args: argparse.Namespace) -> int:
 def command_history(args: argparse.Namespace) -> int:
     """Print an execution's history events, one per line."""
     request = {"executionArn": args.execution, "maxResults": 1000}
-    events = step_functions(args.url, "GetExecutionHistory", request)["events"]
+    events = step_functions(args, "GetExecutionHistory", request)["events"]
     for event in events:
         details = {
             key: value
@@ -282,15 +307,19 @@ def command_history(args: argparse.Namespace) -> int:
     return 0
 
 
-def step_functions(url: str | None, action: str, request: dict[str, Any]) -> Any:
-    """One Step Functions JSON 1.0 call to a running platform."""
+def step_functions(
+    args: argparse.Namespace, action: str, request: dict[str, Any]
+) -> Any:
+    """One Step Functions JSON 1.0 call to the platform named by ``--url``."""
     settings = Settings.load()
-    base = url or f"http://{settings.host}:{settings.port}"
+    base = args.url or f"http://{settings.host}:{settings.port}"
     headers = {
         "Content-Type": "application/x-amz-json-1.0",
         "X-Amz-Target": f"AWSStepFunctions.{action}",
     }
-    body, _ = http_call(base.rstrip("/") + "/", json.dumps(request).encode(), headers)
+    body, _ = http_call(
+        base.rstrip("/") + "/", json.dumps(request).encode(), headers, args.api_key
+    )
     return json.loads(body)
 
 
@@ -301,22 +330,23 @@ def describe_trigger(trigger: dict[str, Any]) -> str:
     return json.dumps(trigger)
 
 
-def read_data(data: str | None) -> Any:
-    """The ``--data`` value: JSON text, or ``@FILE`` holding JSON."""
+def read_data(data: str | None, flag: str) -> Any:
+    """A JSON option's value: JSON text, or ``@FILE`` holding JSON."""
     if data is None:
         return {}
     text = Path(data[1:]).read_text() if data.startswith("@") else data
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
-        raise FnplaneError(f"--data is not valid JSON: {exc}") from None
+        raise FnplaneError(f"{flag} is not valid JSON: {exc}") from None
 
 
 def http_call(
-    url: str, body: bytes | None, headers: dict[str, str]
+    url: str, body: bytes | None, headers: dict[str, str], api_key: str | None
 ) -> tuple[bytes, dict[str, str]]:
-    """One HTTP request to a running platform, with the API key if one is set."""
-    api_key = Settings.load().api_key
+    """One HTTP request to a running platform, with the API key if one is set
+    (``--api-key``, else the ``api_key`` setting, e.g. ``FNPLANE_API_KEY``)."""
+    api_key = api_key or Settings.load().api_key
     if api_key:
         headers = {**headers, "Authorization": f"Bearer {api_key}"}
     request = urllib.request.Request(url, data=body, headers=headers)

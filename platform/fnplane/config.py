@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from fnplane.errors import FnplaneError
+from fnplane.logs import LOG_FORMATS, LOG_LEVELS
 
 ENV_PREFIX = "FNPLANE_"
 SYNC_PAYLOAD_LIMIT_BYTES = 6 * 1024 * 1024
@@ -52,6 +53,31 @@ class Settings:
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**_coerce(values))
 
+    def __post_init__(self) -> None:
+        problems = [
+            f"{name} {problem} (got {getattr(self, name)!r})"
+            for name, problem, valid in (
+                ("port", "must be 0 to 65535", 0 <= self.port <= 65535),
+                ("grace", "must be 0 or more seconds", self.grace >= 0),
+                ("init_limit", "must be more than 0 seconds", self.init_limit > 0),
+                ("threads", "must be 1 or more", self.threads >= 1),
+                ("max_body_bytes", "must be 1 or more", self.max_body_bytes >= 1),
+                (
+                    "log_format",
+                    f"must be one of {LOG_FORMATS}",
+                    self.log_format in LOG_FORMATS,
+                ),
+                (
+                    "log_level",
+                    f"must be one of {LOG_LEVELS}",
+                    self.log_level in LOG_LEVELS,
+                ),
+            )  # fmt: skip
+            if not valid
+        ]
+        if problems:
+            raise SettingsError("invalid settings: " + "; ".join(problems))
+
     def replace(self, **changes: Any) -> Settings:
         """A copy with ``changes`` applied."""
         return dataclasses.replace(self, **changes)
@@ -60,8 +86,11 @@ class Settings:
 def _from_pyproject(path: Path) -> dict[str, Any]:
     if not path.is_file():
         return {}
-    with path.open("rb") as file:
-        table = tomllib.load(file).get("tool", {}).get("fnplane", {})
+    try:
+        with path.open("rb") as file:
+            table = tomllib.load(file).get("tool", {}).get("fnplane", {})
+    except tomllib.TOMLDecodeError as exc:
+        raise SettingsError(f"{path} is not valid TOML: {exc}") from None
     return {key.replace("-", "_"): value for key, value in table.items()}
 
 

@@ -19,7 +19,8 @@ DEFAULT_TIMEOUT_S = 30.0
 MAX_TIMEOUT_S = 900.0
 DEFAULT_MEMORY_MB = 128
 DEFAULT_INIT_LIMIT_S = 10.0
-FUNCTION_ARN_PREFIX = "arn:aws:lambda:local:000000000000:function:"
+# The region and account Step Functions ARNs use too, so ARNs agree.
+FUNCTION_ARN_PREFIX = "arn:aws:lambda:us-east-1:000000000000:function:"
 
 
 class Trigger:
@@ -104,12 +105,15 @@ def validate_timeout(value: float | timedelta, name: str) -> float:
 
 
 def validate_concurrency(value: int | None, name: str) -> int | None:
-    """Return the reserved concurrency, or raise unless it is None or >= 1."""
+    """Return the reserved concurrency, or raise unless it is None or >= 0.
+
+    0 is Lambda's way to switch a function off: every invocation is throttled.
+    """
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise RegistrationError(
-            f"function {name!r}: concurrency must be a whole number >= 1 or None "
+            f"function {name!r}: concurrency must be a whole number >= 0 or None "
             f"(unbounded), got {value!r}"
         )
     return value

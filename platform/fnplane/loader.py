@@ -13,6 +13,7 @@ from fnplane.app import App
 from fnplane.errors import LoadError
 
 DEFAULT_TARGET = "functions"
+PACKAGE_DIR = str(Path(__file__).resolve().parent)
 
 
 def load_app(target: str | None = None) -> App:
@@ -26,7 +27,12 @@ def load_app(target: str | None = None) -> App:
     target = target or DEFAULT_TARGET
     module_name, _, attribute = target.partition(":")
     if attribute:
-        return _app_attribute(_import_module(module_name), attribute, target)
+        module = (
+            _import_file(Path(module_name))
+            if module_name.endswith(".py")
+            else _import_module(module_name)
+        )
+        return _app_attribute(module, attribute, target)
 
     path = Path(target)
     if path.is_dir():
@@ -47,6 +53,8 @@ def load_app(target: str | None = None) -> App:
 
 
 def _import_file(path: Path) -> ModuleType:
+    if not path.is_file():
+        raise LoadError(f"file {path} does not exist")
     folder = str(path.resolve().parent)
     if folder not in sys.path:
         # Lets a function file import its neighbours, as Lambda's task root does.
@@ -84,8 +92,15 @@ def describe_import_error(target: str, exc: BaseException) -> str:
     if isinstance(exc, SyntaxError) and exc.filename:
         where = f"{exc.filename}, line {exc.lineno}"
     else:
+        # Point at the user's line, not at the fnplane code that raised (a
+        # RegistrationError comes from inside the decorator).
         frames = traceback.extract_tb(exc.__traceback__)
-        user_frames = [f for f in frames if "importlib" not in f.filename]
+        user_frames = [
+            frame
+            for frame in frames
+            if "importlib" not in frame.filename
+            and not frame.filename.startswith(PACKAGE_DIR)
+        ]
         last = (user_frames or frames)[-1] if frames else None
         where = f"{last.filename}, line {last.lineno}" if last else target
     return f"cannot load {target}: {type(exc).__name__}: {exc} ({where})"

@@ -19,7 +19,9 @@ import structlog
 from fnplane.api import PlatformApi
 from fnplane.app import App
 from fnplane.config import Settings
+from fnplane.errors import RegistrationError
 from fnplane.invoke import Invoker
+from fnplane.routes import HttpTrigger
 
 if TYPE_CHECKING:
     from fnplane.workflows.hosting import WorkflowHost
@@ -92,6 +94,7 @@ class Platform:
         sources the app's triggers need."""
         from fnplane.sources.web import HttpSource
 
+        self._check_routes()
         self.app.platform = self
         await self._start_workflows()
         http = HttpSource(self.invoker, self.api, reuse_port=reuse_port)
@@ -106,6 +109,16 @@ class Platform:
             port=http.port,
             pid=os.getpid(),
         )
+
+    def _check_routes(self) -> None:
+        """Refuse app routes on the platform's own paths (/health, /metrics...)."""
+        for function in self.app.functions.values():
+            for trigger in function.triggers:
+                if isinstance(trigger, HttpTrigger) and self.api.reserves(trigger.path):
+                    raise RegistrationError(
+                        f"route {trigger.path} of function {function.name!r} is "
+                        f"reserved for the platform's API; choose another path"
+                    )
 
     async def _start_workflows(self) -> None:
         """Host the app's state machines and serve the Step Functions API.
