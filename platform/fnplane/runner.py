@@ -86,6 +86,8 @@ class Platform:
         sources the app's triggers need."""
         from fnplane.sources.web import HttpSource
 
+        # The queue resumes stored events before any source accepts new ones.
+        await self.invoker.async_queue.start()
         http = HttpSource(self.invoker, self.api, reuse_port=reuse_port)
         self.sources.append(http)
         for kind in source_kinds(self.app):
