@@ -27,7 +27,7 @@ import socket
 import sqlite3
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -124,6 +124,42 @@ class EventStore(Protocol):
         """Periodic upkeep: liveness, takeover of dead owners, expiring ids."""
 
 
+class WriteBatcher:
+    """Group commit: writes requested while one batch is being applied wait and
+    go together in the next, so concurrent callers share one round trip."""
+
+    def __init__(self, apply: Callable[[list[Any]], Awaitable[list[Any]]]) -> None:
+        self._apply = apply
+        self._pending: list[tuple[Any, asyncio.Future[Any]]] = []
+        self._flushing = False
+
+    async def submit(self, operation: Any) -> Any:
+        """Queue ``operation`` for the next batch; return its result."""
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._pending.append((operation, future))
+        if not self._flushing:
+            self._flushing = True
+            asyncio.get_running_loop().create_task(self._flush())
+        return await future
+
+    async def _flush(self) -> None:
+        try:
+            while self._pending:
+                batch, self._pending = self._pending, []
+                try:
+                    results = await self._apply([op for op, _ in batch])
+                except Exception as exc:
+                    for _, future in batch:
+                        if not future.done():
+                            future.set_exception(exc)
+                    continue
+                for (_, future), result in zip(batch, results, strict=True):
+                    if not future.done():
+                        future.set_result(result)
+        finally:
+            self._flushing = False
+
+
 class SqliteEventStore:
     """The embedded event store: one SQLite database in the state folder."""
 
@@ -135,8 +171,7 @@ class SqliteEventStore:
         self._db: sqlite3.Connection | None = None
         self._lock_file: IO[bytes] | None = None
         self._holds_lock = False
-        self._writes: list[tuple[tuple[Any, ...], asyncio.Future[Any]]] = []
-        self._flushing = False
+        self._batcher = WriteBatcher(self._apply_batch)
         self._purged_at = 0.0
 
     async def open(self) -> None:
@@ -253,30 +288,14 @@ class SqliteEventStore:
         return await loop.run_in_executor(self._executor, call, *args)
 
     async def _write(self, operation: tuple[Any, ...]) -> Any:
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._writes.append((operation, future))
-        if not self._flushing:
-            self._flushing = True
-            asyncio.get_running_loop().create_task(self._flush())
-        return await future
+        return await self._batcher.submit(operation)
 
-    async def _flush(self) -> None:
+    async def _apply_batch(self, operations: list[tuple[Any, ...]]) -> list[Any]:
         try:
-            while self._writes:
-                batch, self._writes = self._writes, []
-                try:
-                    results = await self._run(self._apply, [op for op, _ in batch])
-                except Exception as exc:
-                    error = StoreError(f"async event store write failed: {exc}")
-                    for _, future in batch:
-                        if not future.done():
-                            future.set_exception(error)
-                    continue
-                for (_, future), result in zip(batch, results, strict=True):
-                    if not future.done():
-                        future.set_result(result)
-        finally:
-            self._flushing = False
+            results: list[Any] = await self._run(self._apply, operations)
+        except sqlite3.Error as exc:
+            raise StoreError(f"async event store write failed: {exc}") from exc
+        return results
 
     def _apply(self, operations: list[tuple[Any, ...]]) -> list[Any]:
         db = self._connection()
