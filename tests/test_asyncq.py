@@ -412,14 +412,14 @@ async def test_queue_metrics_are_exposed(settings: Settings) -> None:
     await invoker.invoke_async("fails", 1)
     text = ""
 
-    def dropped() -> bool:
+    def finished() -> bool:
         nonlocal text
         text = invoker.metrics.render().decode()
-        return 'fnplane_async_events_dropped_total{condition="RetriesExhausted"' in text
+        return 'fnplane_async_events_queued{function="fails"} 0.0' in text
 
-    await wait_for(dropped)
+    await wait_for(finished)
     assert 'fnplane_async_events_received_total{function="fails"} 1.0' in text
     assert 'fnplane_async_retries_total{function="fails"} 1.0' in text
-    assert 'fnplane_async_events_queued{function="fails"} 0.0' in text
+    assert 'dropped_total{condition="RetriesExhausted",function="fails"} 1.0' in text
     assert "fnplane_async_event_age_seconds_bucket" in text
     await invoker.shutdown()
