@@ -170,7 +170,9 @@ async def test_always_failing_file_moves_to_failed_with_record(
 
     await start_platform(app)
     (inbox / "bad.csv").write_text("garbage")
-    await wait_for(lambda: len(names(inbox / "failed")) == 2 and names(dlq))
+    await wait_for(
+        lambda: len(names(inbox / "failed")) == 2 and list(dlq.glob("*.json"))
+    )
     assert attempts == [1, 2, 3]
     assert names(inbox / "failed") == ["bad.csv", "bad.csv.error.json"]
     error = json.loads((inbox / "failed" / "bad.csv.error.json").read_text())
