@@ -30,7 +30,9 @@ import json
 import logging
 import math
 import os
+import re
 import stat
+import threading
 import time
 from collections import deque
 from pathlib import Path
@@ -68,18 +70,20 @@ RECONCILE_INTERVAL_S = 30.0
 BURST_EVENTS = 100
 BURST_QUIET_S = 0.25
 SUBMIT_BATCH = 256
-WATCHED_EVENTS = [
-    FileCreatedEvent,
-    FileClosedEvent,
-    FileModifiedEvent,
-    FileMovedEvent,
-    FileDeletedEvent,
-]
+CLOSE_WRITE_EVENTS = [FileClosedEvent, FileMovedEvent]
+SETTLE_EVENTS = [FileCreatedEvent, FileModifiedEvent, FileMovedEvent, FileDeletedEvent]
 ERROR_RECORD_SUFFIX = ".error.json"
 
 
 class FolderMissingError(FnplaneError, FileNotFoundError):
     """A watched folder does not exist and its trigger says not to create it."""
+
+
+def any_of(patterns: tuple[str, ...]) -> re.Pattern[str]:
+    """One compiled regex matching a name against any of the glob patterns."""
+    if not patterns:
+        return re.compile(r"(?!)")
+    return re.compile("|".join(f"(?:{fnmatch.translate(p)})" for p in patterns))
 
 
 def create_source(invoker: Invoker) -> FileSource:
@@ -95,28 +99,37 @@ class FileSource:
         self.watches: list[FolderWatch] = []
         self._observer: BaseObserver | None = None
         self._overflow: OverflowListener | None = None
+        # Which watch queued which event, so the delivery hooks need not
+        # parse the stored payload; events from before a restart are not
+        # in it and fall back to the payload's path.
+        self._routes: dict[str, FolderWatch] = {}
 
     async def start(self) -> None:
         """Create or check the folders, start watching, then catch up."""
         loop = asyncio.get_running_loop()
         queue = self.invoker.async_queue
+        self._observer, close_events = new_observer()
         for function in self.invoker.app.functions.values():
             for trigger in function.triggers:
                 if isinstance(trigger, FileTrigger):
-                    watch = FolderWatch(function.name, trigger, queue, loop)
+                    watch = FolderWatch(
+                        function.name, trigger, queue, loop, self._routes, close_events
+                    )
                     watch.prepare()
                     self.watches.append(watch)
         add_hooks = getattr(queue, "add_hooks", None)
         if add_hooks is not None:
             add_hooks(S3_KIND, self)
 
-        self._observer = new_observer()
+        # With close-write events, creations and modifications need not be
+        # watched at all: fewer kernel events, fewer overflows.
+        watched = CLOSE_WRITE_EVENTS if close_events else SETTLE_EVENTS
         for watch in self.watches:
             self._observer.schedule(
                 WatchdogHandler(watch, loop),
                 str(watch.root),
                 recursive=watch.trigger.recursive,
-                event_filter=WATCHED_EVENTS,
+                event_filter=watched,
             )
         self._overflow = OverflowListener(self.watches, loop)
         self._overflow.install()
@@ -140,15 +153,19 @@ class FileSource:
         if self._overflow is not None:
             self._overflow.remove()
         if self._observer is not None:
-            await asyncio.to_thread(self._observer.join, 5.0)
+            if self._observer.is_alive():
+                await asyncio.to_thread(self._observer.join, 5.0)
             self._observer = None
         for watch in self.watches:
             await watch.stop()
 
-    def _watch_for(self, event: QueuedEvent) -> tuple[FolderWatch | None, Path]:
-        path = Path(json.loads(event.payload)["path"])
+    def _watch_for(self, event: QueuedEvent) -> tuple[FolderWatch | None, str]:
+        watch = self._routes.get(event.event_id)
+        if watch is not None:
+            return watch, watch.queued_path(event.event_id)
+        path = json.loads(event.payload)["path"]
         for watch in self.watches:
-            if watch.function == event.function and watch.contains(path):
+            if watch.function == event.function and watch.contains(Path(path)):
                 return watch, path
         return None, path
 
@@ -156,7 +173,7 @@ class FileSource:
         """Skip a file that is gone or was replaced since its event."""
         watch, path = self._watch_for(event)
         if watch is None:
-            return path.exists()
+            return os.path.exists(path)
         return await watch.before(event, path)
 
     async def after_success(self, event: QueuedEvent) -> None:
@@ -172,35 +189,50 @@ class FileSource:
             await watch.fail(event, path, record)
 
 
-def new_observer() -> BaseObserver:
-    """inotify with full move events on Linux, the platform's default elsewhere."""
+def new_observer() -> tuple[BaseObserver, bool]:
+    """inotify with full move events on Linux, the platform's default elsewhere;
+    and whether it reports a file's close after writing."""
     try:
         from watchdog.observers.inotify import InotifyObserver
 
         # Full events tell a file renamed in from outside (complete already)
         # apart from a file being created (complete once closed).
-        return InotifyObserver(generate_full_events=True)
+        return InotifyObserver(generate_full_events=True), True
     except (ImportError, OSError):
         from watchdog.observers import Observer
 
-        return Observer()
+        return Observer(), False
 
 
 class WatchdogHandler(FileSystemEventHandler):
-    """Runs in watchdog's thread: passes file events to the event loop."""
+    """Runs in watchdog's thread: passes file events to the event loop.
+
+    Events are handed over in batches: the loop is woken only when the batch
+    was empty, so a burst costs one wake-up, not one per event.
+    """
 
     def __init__(self, watch: FolderWatch, loop: asyncio.AbstractEventLoop) -> None:
         self._watch = watch
         self._loop = loop
+        self._batch: deque[tuple[str, str, str]] = deque()
+        self._lock = threading.Lock()
 
     def on_any_event(self, event: FileSystemEvent) -> None:
-        """Hand the event over; the loop does all the work."""
+        """Add the event to the batch; wake the loop if it was empty."""
         if event.is_directory:
             return
         dest = os.fsdecode(event.dest_path) if event.dest_path else ""
-        self._loop.call_soon_threadsafe(
-            self._watch.on_event, event.event_type, os.fsdecode(event.src_path), dest
-        )
+        with self._lock:
+            wake = not self._batch
+            self._batch.append((event.event_type, os.fsdecode(event.src_path), dest))
+        if wake:
+            self._loop.call_soon_threadsafe(self._deliver)
+
+    def _deliver(self) -> None:
+        with self._lock:
+            batch, self._batch = self._batch, deque()
+        for kind, src, dest in batch:
+            self._watch.on_event(kind, src, dest)
 
 
 class OverflowListener(logging.Handler):
@@ -240,6 +272,8 @@ class FolderWatch:
         trigger: FileTrigger,
         queue: AsyncQueue,
         loop: asyncio.AbstractEventLoop,
+        routes: dict[str, FolderWatch],
+        close_events: bool,
     ) -> None:
         self.function = function
         self.trigger = trigger
@@ -250,7 +284,15 @@ class FolderWatch:
         self._loop = loop
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._incoming: deque[str] = deque()
-        self._queued: set[str] = set()
+        # Event id -> path of every file queued and not finished yet.
+        self._queued: dict[str, str] = {}
+        self._queued_paths: set[str] = set()
+        self._routes = routes
+        self._close_events = close_events
+        self._made_dirs: set[str] = set()
+        self._root_prefix = str(self.root) + os.sep
+        self._ignore = any_of(trigger.ignore)
+        self._patterns = any_of(trigger.patterns)
         self._wake = asyncio.Event()
         self._scan_wanted: str | None = None
         self._events_since_scan = 0
@@ -312,7 +354,10 @@ class FolderWatch:
             if "created" in self.trigger.events and self.wanted(src):
                 self.fire(src)
         elif kind == "created":
-            if "created" in self.trigger.events and self.wanted(src):
+            # Where close-write is reported, it marks completion; a file that
+            # appears without one (a hard link) is found by the next scan.
+            wanted = "created" in self.trigger.events and not self._close_events
+            if wanted and self.wanted(src):
                 self._arm(src, self.trigger.settle_s)
         elif kind == "modified":
             if src in self._timers:
@@ -343,10 +388,10 @@ class FolderWatch:
                 return False
         if self._ignored(name):
             return False
-        return any(fnmatch.fnmatchcase(name, p) for p in self.trigger.patterns)
+        return self._patterns.match(name) is not None
 
     def _ignored(self, name: str) -> bool:
-        return any(fnmatch.fnmatchcase(name, p) for p in self.trigger.ignore)
+        return self._ignore.match(name) is not None
 
     def _arm(self, path: str, delay_s: float) -> None:
         self._cancel_timer(path)
@@ -408,7 +453,7 @@ class FolderWatch:
         event_id = self._event_id(path, info)
         if event_id in self._queued:
             return
-        self._queued.add(event_id)
+        self._remember(event_id, path)
         request_id = new_request_id()
         event = self._event(path, info, request_id)
         try:
@@ -417,10 +462,26 @@ class FolderWatch:
             )
         except Exception as exc:
             # Not stored: the next scan finds the file and tries again.
-            self._queued.discard(event_id)
+            self.forget(event_id)
             logger.error(
                 "files.submit_failed", function=self.function, path=path, error=str(exc)
             )
+
+    def _remember(self, event_id: str, path: str) -> None:
+        self._queued[event_id] = path
+        self._queued_paths.add(path)
+        self._routes[event_id] = self
+
+    def forget(self, event_id: str) -> None:
+        """The file's event is finished (or was not stored)."""
+        path = self._queued.pop(event_id, None)
+        if path is not None:
+            self._queued_paths.discard(path)
+        self._routes.pop(event_id, None)
+
+    def queued_path(self, event_id: str) -> str:
+        """The path of a file this watch queued."""
+        return self._queued[event_id]
 
     def _event_id(self, path: str, info: os.stat_result) -> str:
         identity = (
@@ -432,7 +493,7 @@ class FolderWatch:
         )
 
     def _event(self, path: str, info: os.stat_result, request_id: str) -> S3Event:
-        key = Path(path).relative_to(self.root).as_posix()
+        key = path[len(self._root_prefix) :].replace(os.sep, "/")
         notification = s3_notification(
             bucket=self.root.name,
             key=key,
@@ -470,7 +531,7 @@ class FolderWatch:
         now_s = time.time()
         fired = 0
         for path, mtime_s in found:
-            if path in self._timers or not self._intake:
+            if path in self._timers or path in self._queued_paths or not self._intake:
                 continue
             quiet_s = now_s - mtime_s
             if quiet_s < self.trigger.settle_s:
@@ -497,12 +558,15 @@ class FolderWatch:
                         if self.trigger.recursive and entry.path not in excluded:
                             pending.append(entry.path)
                     elif entry.is_file() and self.wanted(entry.path):
-                        found.append((entry.path, entry.stat().st_mtime))
+                        try:
+                            found.append((entry.path, entry.stat().st_mtime))
+                        except FileNotFoundError:
+                            continue  # handled and moved away while listing
         return found
 
     # Around delivery (called by the async queue).
 
-    async def before(self, event: QueuedEvent, path: Path) -> bool:
+    async def before(self, event: QueuedEvent, path: str) -> bool:
         """True to run the handler; False skips a file gone or replaced."""
         try:
             info = os.stat(path)
@@ -510,28 +574,26 @@ class FolderWatch:
             logger.info(
                 "files.skipped_missing",
                 function=self.function,
-                path=str(path),
+                path=path,
                 reason="the file was deleted or moved before its turn",
             )
-            self._queued.discard(event.event_id)
+            self.forget(event.event_id)
             return False
-        if self._event_id(str(path), info) != event.event_id:
+        if self._event_id(path, info) != event.event_id:
             # A newer version of the file has an event of its own.
-            logger.info(
-                "files.skipped_replaced", function=self.function, path=str(path)
-            )
-            self._queued.discard(event.event_id)
+            logger.info("files.skipped_replaced", function=self.function, path=path)
+            self.forget(event.event_id)
             return False
         if not os.access(path, os.R_OK):
             await self._permission_denied(event, path)
             return False
         return True
 
-    async def _permission_denied(self, event: QueuedEvent, path: Path) -> None:
+    async def _permission_denied(self, event: QueuedEvent, path: str) -> None:
         logger.error(
             "files.permission_denied",
             function=self.function,
-            path=str(path),
+            path=path,
             hint="give the platform's user read access to the file",
         )
         record = {
@@ -541,31 +603,31 @@ class FolderWatch:
         }
         await self.fail(event, path, record)
 
-    async def dispose(self, event: QueuedEvent, path: Path) -> None:
+    async def dispose(self, event: QueuedEvent, path: str) -> None:
         """Apply the trigger's disposition after a successful invocation."""
-        self._queued.discard(event.event_id)
+        self.forget(event.event_id)
         disposition = self.trigger.disposition
         try:
             if disposition == "move":
-                move_beside(path, self.processed / path.relative_to(self.root))
+                self._move(path, self.processed)
             elif disposition == "delete":
-                path.unlink(missing_ok=True)
+                os.unlink(path)
+        except FileNotFoundError:
+            logger.info("files.already_gone", function=self.function, path=path)
         except OSError as exc:
             logger.error(
                 "files.disposition_failed",
                 function=self.function,
-                path=str(path),
+                path=path,
                 disposition=disposition,
                 error=str(exc),
             )
 
-    async def fail(
-        self, event: QueuedEvent, path: Path, record: dict[str, Any]
-    ) -> None:
+    async def fail(self, event: QueuedEvent, path: str, record: dict[str, Any]) -> None:
         """Move the file to failed/ and write ``<name>.error.json`` beside it."""
-        self._queued.discard(event.event_id)
+        self.forget(event.event_id)
         try:
-            target = move_beside(path, self.failed / path.relative_to(self.root))
+            target = self._move(path, self.failed)
             error_path = target.with_name(target.name + ERROR_RECORD_SUFFIX)
             text = json.dumps(record, indent=2, ensure_ascii=False, default=str)
             await asyncio.to_thread(error_path.write_text, text, "utf-8")
@@ -573,7 +635,7 @@ class FolderWatch:
             logger.error(
                 "files.fail_move_failed",
                 function=self.function,
-                path=str(path),
+                path=path,
                 error=str(exc),
             )
             return
@@ -581,13 +643,17 @@ class FolderWatch:
             "files.moved_to_failed", function=self.function, path=str(target)
         )
 
-
-def move_beside(path: Path, target: Path) -> Path:
-    """Move ``path`` to ``target``, adding ``.1``, ``.2``... rather than overwrite."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    candidate, number = target, 0
-    while candidate.exists():
-        number += 1
-        candidate = target.with_name(f"{target.stem}.{number}{target.suffix}")
-    os.rename(path, candidate)
-    return candidate
+    def _move(self, path: str, folder: Path) -> Path:
+        """Move ``path`` into ``folder`` keeping its place below the root,
+        adding ``.1``, ``.2``... to the name rather than overwrite."""
+        target = folder / os.path.relpath(path, self.root)
+        parent = str(target.parent)
+        if parent not in self._made_dirs:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            self._made_dirs.add(parent)
+        candidate, number = target, 0
+        while os.path.lexists(candidate):
+            number += 1
+            candidate = target.with_name(f"{target.stem}.{number}{target.suffix}")
+        os.rename(path, candidate)
+        return candidate
