@@ -131,7 +131,7 @@ class HttpSource:
             method=request.method,
             path=request.path,
             query_string=request.query_string,
-            headers=list(request.headers.items()),
+            headers=request.headers,
             body=body,
             path_params=path_params,
             route_key=route_key,

@@ -175,3 +175,18 @@ async def start_platform(
     yield start
     for platform in started:
         await platform.stop()
+
+
+@pytest.fixture(autouse=True)
+def reset_logging() -> Iterator[None]:
+    """Give every test structlog's defaults back, whatever it configured."""
+    yield
+    import structlog
+
+    structlog.reset_defaults()
+
+
+@pytest.fixture
+def unused_port() -> int:
+    """A free TCP port for a subprocess to bind."""
+    return free_port()

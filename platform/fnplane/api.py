@@ -33,6 +33,8 @@ if TYPE_CHECKING:
     from fnplane.invoke import Invoker
 
 ApiHandler = Callable[[web.BaseRequest, str], Awaitable[web.StreamResponse]]
+# An AWS JSON 1.0 service: (X-Amz-Target action, JSON body) -> (status, body).
+TargetHandler = Callable[[str, Any], Awaitable[tuple[int, dict[str, Any]]]]
 
 logger = structlog.get_logger(__name__)
 
@@ -45,6 +47,7 @@ REQUEST_ID_HEADER = "X-Request-Id"
 # within the dedup window, so a client may resend after a timeout.
 EVENT_ID_HEADER = "X-Fnplane-Event-Id"
 JSON_TYPE = "application/json"
+AWS_JSON_TYPE = "application/x-amz-json-1.0"
 
 
 def json_response(
@@ -99,6 +102,8 @@ class PlatformApi:
             ("GET", "/metrics"): self._guarded(self.metrics),
         }
         self._invoke = self._guarded(self.invoke)
+        self._targets: dict[str, TargetHandler] = {}
+        self._aws_json = self._guarded(self.aws_json)
 
     def match(self, request: web.BaseRequest) -> ApiHandler | None:
         """The handler for a platform endpoint, or None to try the app's routes."""
@@ -106,9 +111,45 @@ class PlatformApi:
         found = self._static.get((request.method, path))
         if found is not None:
             return found
-        if path.startswith(INVOKE_PREFIX) and request.method == "POST":
+        if request.method != "POST":
+            return None
+        if path.startswith(INVOKE_PREFIX):
             return self._invoke
+        if path == "/" and "X-Amz-Target" in request.headers and self._targets:
+            return self._aws_json
         return None
+
+    def add_target(self, prefix: str, handler: TargetHandler) -> None:
+        """Serve an AWS JSON 1.0 service whose ``X-Amz-Target`` starts with
+        ``prefix`` (``POST /``, as boto3 sends it)."""
+        self._targets[prefix] = handler
+
+    async def aws_json(self, request: web.BaseRequest, request_id: str) -> web.Response:
+        """Dispatch an AWS JSON 1.0 request to the service its target names."""
+        target = request.headers["X-Amz-Target"]
+        handler = next(
+            (h for prefix, h in self._targets.items() if target.startswith(prefix)),
+            None,
+        )
+        status, body = 400, {"__type": "UnknownOperationException",
+                             "message": f"no service answers {target!r}"}  # fmt: skip
+        if handler is not None:
+            try:
+                payload = parse_payload(await request.read())
+            except ValueError as exc:
+                status, body = 400, {"__type": "SerializationException",
+                                     "message": str(exc)}  # fmt: skip
+            else:
+                status, body = await handler(target, payload)
+        return web.Response(
+            status=status,
+            body=json.dumps(body).encode(),
+            headers={
+                "Content-Type": AWS_JSON_TYPE,
+                "X-Amzn-RequestId": request_id,
+                REQUEST_ID_HEADER: request_id,
+            },
+        )
 
     def add(self, method: str, path: str, handler: ApiHandler) -> None:
         """Serve another platform endpoint (workflows add theirs)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable
 from datetime import timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypedDict, TypeVar, Unpack
 
 from fnplane.errors import FunctionNotFoundError, RegistrationError
@@ -32,9 +33,9 @@ from fnplane.policy import Backoff, build_async_policy
 from fnplane.routes import HttpTrigger, RouteTable
 
 if TYPE_CHECKING:
-    from pathlib import Path
-
     from fnplane.destinations import Destination
+    from fnplane.runner import Platform
+    from fnplane.workflows.hosting import StateMachineSpec
 
 H = TypeVar("H", bound=Callable[..., Any])
 
@@ -74,6 +75,8 @@ class App:
         self.routes = RouteTable()
         self.init_hooks: list[Hook] = []
         self.shutdown_hooks: list[Hook] = []
+        self.state_machines: dict[str, StateMachineSpec] = {}
+        self.platform: Platform | None = None
         self._by_handler: dict[int, Function] = {}
 
     def function(self, **options: Unpack[FunctionOptions]) -> Callable[[H], H]:
@@ -196,6 +199,50 @@ class App:
         )
         return self._decorator(trigger, options)
 
+    def state_machine(
+        self,
+        name: str,
+        definition: str | Path | dict[str, Any],
+        type: str = "STANDARD",
+    ) -> StateMachineSpec:
+        """Register a workflow: an Amazon States Language state machine.
+
+        ``definition`` is a dict, JSON text, or the path of a ``.json`` file.
+        ``type`` is ``"STANDARD"`` (every step journaled; executions survive a
+        restart) or ``"EXPRESS"`` (in memory, at most 5 minutes). Task states
+        name functions of the app (or their Lambda ARNs, or
+        ``arn:aws:states:::lambda:invoke``). Returns the spec; register its
+        ``handler`` with any trigger to start executions from it.
+
+        Raises ``RegistrationError`` for a duplicate name, an unknown type or
+        an invalid definition (unknown functions are reported at start).
+        """
+        from fnplane.workflows.hosting import StateMachineSpec
+
+        if not isinstance(name, str) or not FUNCTION_NAME.match(name):
+            raise RegistrationError(
+                f"state machine name {name!r} is invalid: use 1 to 64 letters, "
+                f"digits, '-' or '_'"
+            )
+        if name in self.state_machines:
+            raise RegistrationError(f"state machine {name!r} is registered twice")
+        spec = StateMachineSpec.build(name, definition, type)
+        self.state_machines[name] = spec
+        return spec
+
+    async def start_execution(self, name: str, input: Any = None) -> Any:
+        """Start an execution of state machine ``name`` on the running platform.
+
+        Returns ``{"executionArn", "startDate"}`` for a Standard machine, the
+        output for an Express one. Raises ``RuntimeError`` when no platform
+        runs this app.
+        """
+        if self.platform is None or self.platform.workflows is None:
+            raise RuntimeError(
+                "no platform is running this app; start it (fnplane run) first"
+            )
+        return await self.platform.workflows.start_execution(name, input)
+
     def on_init(self, hook: H) -> H:
         """Register an app-wide init hook, run once per process before the first
         invocation of any function (part of that cold start's init duration)."""
@@ -220,6 +267,10 @@ class App:
             self._add_function(function)
         self.init_hooks.extend(other.init_hooks)
         self.shutdown_hooks.extend(other.shutdown_hooks)
+        for name, spec in other.state_machines.items():
+            if name in self.state_machines:
+                raise RegistrationError(f"state machine {name!r} is registered twice")
+            self.state_machines[name] = spec
 
     def attach(
         self, handler: Handler, trigger: Trigger | None, options: FunctionOptions
@@ -284,7 +335,7 @@ def build_function(handler: Handler, options: FunctionOptions) -> Function:
     """Validate ``options`` and return a ``Function`` for ``handler``."""
     if not callable(handler):
         raise RegistrationError(f"a handler must be callable, got {handler!r}")
-    name = options.get("name") or getattr(handler, "__name__", "")
+    name = options["name"] if "name" in options else getattr(handler, "__name__", "")
     if not isinstance(name, str) or not FUNCTION_NAME.match(name):
         raise RegistrationError(
             f"function name {name!r} is invalid: use 1 to 64 letters, digits, "

@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import json
 import sys
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -23,6 +24,8 @@ from fnplane.loader import load_app
 
 EXIT_USAGE = 2
 EXIT_FAILED = 1
+EXECUTION_STATUSES = ("RUNNING", "SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED")
+POLL_INTERVAL_S = 0.2
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -84,7 +87,39 @@ def build_parser() -> argparse.ArgumentParser:
     listing = commands.add_parser("list", help="list functions and their triggers")
     add_target(listing)
     listing.add_argument("--url", help="list a running platform's functions instead")
+
+    start = commands.add_parser(
+        "start-execution", help="start a workflow execution on a running platform"
+    )
+    start.add_argument("state_machine", help="the state machine's name or ARN")
+    start.add_argument("--input", default=None, help="JSON, or @FILE (default {})")
+    start.add_argument("--name", default=None, help="the execution's name")
+    start.add_argument(
+        "--wait", action="store_true", help="wait for the end and print the outcome"
+    )
+    add_url(start)
+
+    executions = commands.add_parser("executions", help="list workflow executions")
+    executions.add_argument(
+        "state_machine", nargs="?", default=None, help="only this state machine"
+    )
+    executions.add_argument(
+        "--status", choices=EXECUTION_STATUSES, help="only executions in this status"
+    )
+    add_url(executions)
+
+    history = commands.add_parser("history", help="print an execution's history")
+    history.add_argument("execution", help="the execution's ARN")
+    add_url(history)
     return parser
+
+
+def add_url(parser: argparse.ArgumentParser) -> None:
+    """The ``--url`` of the running platform a workflow command talks to."""
+    parser.add_argument(
+        "--url", default=None,
+        help="the running platform (default http://HOST:PORT from the settings)",
+    )  # fmt: skip
 
 
 def add_target(parser: argparse.ArgumentParser) -> None:
@@ -104,9 +139,14 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "run":
             return command_run(args)
         logs.configure("console", "warning")
-        if args.command == "invoke":
-            return command_invoke(args)
-        return command_list(args)
+        handlers = {
+            "invoke": command_invoke,
+            "list": command_list,
+            "start-execution": command_start_execution,
+            "executions": command_executions,
+            "history": command_history,
+        }
+        return handlers[args.command](args)
     except (FnplaneError, OSError) as exc:
         print(f"fnplane {args.command}: {exc}", file=sys.stderr)
         return EXIT_FAILED
@@ -216,6 +256,72 @@ def command_list(args: argparse.Namespace) -> int:
             f"{function['name']}\ttimeout={function['timeout']:g}s\t{triggers or '-'}"
         )
     return 0
+
+
+def command_start_execution(args: argparse.Namespace) -> int:
+    """Start an execution; with ``--wait``, poll until it ends."""
+    request = {
+        "stateMachineArn": args.state_machine,
+        "input": json.dumps(read_data(args.input)),
+    }
+    if args.name:
+        request["name"] = args.name
+    started = step_functions(args.url, "StartExecution", request)
+    if not args.wait:
+        print(json.dumps(started))
+        return 0
+    arn = started["executionArn"]
+    while True:
+        described = step_functions(args.url, "DescribeExecution", {"executionArn": arn})
+        if described["status"] != "RUNNING":
+            break
+        time.sleep(POLL_INTERVAL_S)
+    print(json.dumps(described, indent=2))
+    return 0 if described["status"] == "SUCCEEDED" else EXIT_FAILED
+
+
+def command_executions(args: argparse.Namespace) -> int:
+    """Print one line per execution: ARN, status, start time."""
+    if args.state_machine:
+        machines = [args.state_machine]
+    else:
+        listed = step_functions(args.url, "ListStateMachines", {})
+        machines = [m["stateMachineArn"] for m in listed["stateMachines"]]
+    for machine in machines:
+        request: dict[str, Any] = {"stateMachineArn": machine}
+        if args.status:
+            request["statusFilter"] = args.status
+        listed = step_functions(args.url, "ListExecutions", request)["executions"]
+        for execution in listed:
+            arn, status = execution["executionArn"], execution["status"]
+            print(f"{arn}\t{status}\t{execution['startDate']}")
+    return 0
+
+
+def command_history(args: argparse.Namespace) -> int:
+    """Print an execution's history events, one per line."""
+    request = {"executionArn": args.execution, "maxResults": 1000}
+    events = step_functions(args.url, "GetExecutionHistory", request)["events"]
+    for event in events:
+        details = {
+            key: value
+            for key, value in event.items()
+            if key not in ("id", "previousEventId", "type", "timestamp")
+        }
+        print(f"{event['id']:>4} {event['type']:<28} {json.dumps(details)}")
+    return 0
+
+
+def step_functions(url: str | None, action: str, request: dict[str, Any]) -> Any:
+    """One Step Functions JSON 1.0 call to a running platform."""
+    settings = Settings.load()
+    base = url or f"http://{settings.host}:{settings.port}"
+    headers = {
+        "Content-Type": "application/x-amz-json-1.0",
+        "X-Amz-Target": f"AWSStepFunctions.{action}",
+    }
+    body, _ = http_call(base.rstrip("/") + "/", json.dumps(request).encode(), headers)
+    return json.loads(body)
 
 
 def describe_trigger(trigger: dict[str, Any]) -> str:

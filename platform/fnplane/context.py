@@ -94,6 +94,14 @@ class Context:
             function, payload, event_id=event_id
         )
 
+    async def start_execution(self, state_machine: str, input: Any = None) -> Any:
+        """Start a workflow execution: Standard ones answer their ARN at once,
+        Express ones run to the end and answer their output."""
+        workflows = self._require_invoker().workflows
+        if workflows is None:
+            raise RuntimeError("workflows are not running on this platform")
+        return await workflows.start_execution(state_machine, input)
+
     def _require_invoker(self) -> Invoker:
         if self._invoker is None:
             raise RuntimeError(

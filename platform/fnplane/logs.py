@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import MutableMapping
 from contextvars import ContextVar
 from typing import Any
 
@@ -22,7 +23,9 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 log_capture: ContextVar[list[str] | None] = ContextVar("log_capture", default=None)
 
 
-def capture_for_tail(_: Any, method: str, event_dict: dict[str, Any]) -> Any:
+def capture_for_tail(
+    _: Any, method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
     """Copy the line into the running invocation's buffer, if it asked for one."""
     buffer = log_capture.get()
     if buffer is not None:
@@ -44,8 +47,14 @@ def tail(lines: list[str]) -> str:
     return encoded[-TAIL_LIMIT_BYTES:].decode(errors="ignore")
 
 
-def configure(log_format: str = "console", level: str = "info") -> None:
-    """Set up structlog: console lines for people, JSON lines for machines."""
+def configure(
+    log_format: str = "console", level: str = "info", cache_loggers: bool = True
+) -> None:
+    """Set up structlog: console lines for people, JSON lines for machines.
+
+    ``cache_loggers=False`` keeps loggers reconfigurable (tests need that to
+    capture logs after this call).
+    """
     if log_format not in LOG_FORMATS:
         raise ValueError(f"log format {log_format!r} is not one of {LOG_FORMATS}")
     if level not in LOG_LEVELS:
@@ -70,5 +79,5 @@ def configure(log_format: str = "console", level: str = "info") -> None:
             logging.getLevelNamesMapping()[level.upper()]
         ),
         logger_factory=structlog.PrintLoggerFactory(sys.stderr),
-        cache_logger_on_first_use=True,
+        cache_logger_on_first_use=cache_loggers,
     )

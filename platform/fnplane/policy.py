@@ -52,7 +52,7 @@ class Backoff:
 
     def delay_s(self, retry: int) -> float:
         """Seconds to wait before retry number ``retry`` (1 for the first)."""
-        ceiling_s = min(self.cap_s, self.base_s * 2 ** max(0, retry - 1))
+        ceiling_s = min(self.cap_s, self.base_s * 2.0 ** max(0, retry - 1))
         return ceiling_s / 2 + random.uniform(0, ceiling_s / 2)
 
 

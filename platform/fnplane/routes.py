@@ -161,9 +161,9 @@ class RouteTable:
     def _methods_for(self, trigger: HttpTrigger) -> dict[str, str]:
         if trigger.pattern is None:
             return self._static.setdefault(trigger.path, {})
-        for existing, methods in self._templated:
+        for existing, existing_methods in self._templated:
             if existing.path == trigger.path:
-                return methods
+                return existing_methods
         methods: dict[str, str] = {}
         self._templated.append((trigger, methods))
         self._templated.sort(key=lambda entry: entry[0].specificity)

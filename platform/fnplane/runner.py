@@ -12,7 +12,7 @@ import asyncio
 import importlib
 import os
 import signal
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import structlog
 
@@ -20,6 +20,9 @@ from fnplane.api import PlatformApi
 from fnplane.app import App
 from fnplane.config import Settings
 from fnplane.invoke import Invoker
+
+if TYPE_CHECKING:
+    from fnplane.workflows.hosting import WorkflowHost
 
 logger = structlog.get_logger(__name__)
 
@@ -40,6 +43,7 @@ class Source(Protocol):
 
 
 HTTP_SOURCE = "web"
+STEP_FUNCTIONS_TARGET = "AWSStepFunctions."
 
 
 def source_kinds(app: App) -> list[str]:
@@ -68,6 +72,7 @@ class Platform:
         self.invoker = Invoker(app, self.settings)
         self.api = PlatformApi(self.invoker)
         self.sources: list[Source] = []
+        self.workflows: WorkflowHost | None = None
         self._stopping = asyncio.Event()
         self._stopped = False
 
@@ -78,7 +83,8 @@ class Platform:
 
         for source in self.sources:
             if isinstance(source, HttpSource) and source.port is not None:
-                return source.port
+                port: int = source.port
+                return port
         raise RuntimeError("the HTTP source is not started")
 
     async def start(self, reuse_port: bool = False) -> None:
@@ -86,6 +92,8 @@ class Platform:
         sources the app's triggers need."""
         from fnplane.sources.web import HttpSource
 
+        self.app.platform = self
+        await self._start_workflows()
         # The queue resumes stored events before any source accepts new ones.
         await self.invoker.async_queue.start()
         http = HttpSource(self.invoker, self.api, reuse_port=reuse_port)
@@ -100,6 +108,21 @@ class Platform:
             port=http.port,
             pid=os.getpid(),
         )
+
+    async def _start_workflows(self) -> None:
+        """Host the app's state machines and serve the Step Functions API.
+
+        Only when the app has state machines: others never import the
+        interpreter nor open its journal.
+        """
+        if not self.app.state_machines:
+            return
+        from fnplane.workflows.hosting import WorkflowHost
+
+        self.workflows = WorkflowHost(self.invoker, self.app.state_machines)
+        self.invoker.workflows = self.workflows
+        self.api.add_target(STEP_FUNCTIONS_TARGET, self.workflows.api.handle)
+        await self.workflows.start()
 
     @property
     def stopping(self) -> bool:
@@ -135,7 +158,11 @@ class Platform:
             logger.warning("platform.grace_expired", abandoned=self.invoker.in_flight)
         for source in reversed(self.sources):
             await source.stop(grace_s=0 if not drained else 1.0)
+        if self.workflows is not None:
+            await self.workflows.stop()
         await self.invoker.shutdown()
+        if self.app.platform is self:
+            self.app.platform = None
         logger.info("platform.stopped")
 
 

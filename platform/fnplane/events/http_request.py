@@ -12,7 +12,7 @@ import base64
 import binascii
 import json
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from functools import cached_property
 from http.cookies import SimpleCookie
 from typing import Any
@@ -33,7 +33,7 @@ class HttpRequest(Mapping[str, Any]):
         method: str,
         path: str,
         query_string: str = "",
-        headers: list[tuple[str, str]] | None = None,
+        headers: Mapping[str, str] | Iterable[tuple[str, str]] = (),
         body: bytes = b"",
         path_params: dict[str, str] | None = None,
         route_key: str = "$default",
@@ -45,7 +45,7 @@ class HttpRequest(Mapping[str, Any]):
         self.method = method
         self.path = path
         self.query_string = query_string
-        self.header_pairs = headers or []
+        self._header_source = headers
         self.body = body
         self.path_params = path_params or {}
         self.route_key = route_key
@@ -53,6 +53,13 @@ class HttpRequest(Mapping[str, Any]):
         self.source_ip = source_ip
         self.protocol = protocol
         self.received_at_ms = received_at_ms or int(time.time() * 1000)
+
+    @cached_property
+    def header_pairs(self) -> list[tuple[str, str]]:
+        """Every header as sent: (name, value) pairs in order, repeats kept."""
+        source = self._header_source
+        items = source.items() if isinstance(source, Mapping) else source
+        return list(items)
 
     @cached_property
     def headers(self) -> dict[str, str]:

@@ -55,6 +55,10 @@ class HttpReply:
 def to_reply(result: Any) -> HttpReply:
     """Turn a handler's return value into an ``HttpReply``; ``ResponseError`` if
     it has no HTTP form."""
+    if type(result) is dict and "statusCode" not in result:
+        # The common case first: isinstance against the Mapping ABC costs
+        # more than everything else here.
+        return HttpReply(200, {"Content-Type": JSON_TYPE}, dump_json(result))
     if result is None:
         return HttpReply(204, {}, b"")
     if isinstance(result, str):
@@ -93,6 +97,7 @@ def _from_proxy_dict(result: Mapping[str, Any]) -> HttpReply:
     for name, values in (result.get("multiValueHeaders") or {}).items():
         headers[str(name)] = ",".join(str(v) for v in values)
     raw_body = result.get("body")
+    default_type: str | None
     if result.get("isBase64Encoded"):
         try:
             body = decode_body(raw_body, True)

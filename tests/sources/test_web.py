@@ -1,0 +1,324 @@
+"""The HTTP push source on a real port, driven by a real HTTP client."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import aiohttp
+import pytest
+from multidict import CIMultiDict
+
+from fnplane import App, HttpError, Response
+from fnplane.config import Settings
+from fnplane.runner import Platform
+
+StartPlatform = Callable[..., Awaitable[Platform]]
+
+
+def build_app() -> App:
+    app = App()
+
+    @app.http("GET", "/items/{item_id}")
+    def get_item(event, context):
+        return {
+            "item_id": event.path_params["item_id"],
+            "query": event.query,
+            "cookies": event.cookies,
+            "raw": {k: event[k] for k in ("rawPath", "rawQueryString", "routeKey")},
+            "payload_query": event.get("queryStringParameters"),
+            "payload_cookies": event.get("cookies"),
+            "version": event["version"],
+        }
+
+    @app.http("POST", "/echo")
+    async def echo(event, context):
+        return event.json()
+
+    @app.http("POST", "/binary")
+    def binary(event, context):
+        return {
+            "statusCode": 201,
+            "headers": {"Content-Type": "image/png", "X-Size": str(len(event.body))},
+            "body": base64.b64encode(event.body[::-1]).decode(),
+            "isBase64Encoded": True,
+            "cookies": ["session=abc; HttpOnly", "theme=dark"],
+        }
+
+    @app.http("POST", "/payload")
+    def payload(event, context):
+        return {"isBase64Encoded": event["isBase64Encoded"], "body": event["body"]}
+
+    @app.http("GET", "/text")
+    def text(event, context):
+        return "plain words"
+
+    @app.http("GET", "/bytes")
+    def raw_bytes(event, context):
+        return b"\x00\x01\x02"
+
+    @app.http("DELETE", "/nothing")
+    def nothing(event, context):
+        return None
+
+    @app.http("GET", "/custom")
+    def custom(event, context):
+        return Response({"created": True}, status=201, headers={"X-Custom": "yes"})
+
+    @app.http("GET", "/teapot")
+    def teapot(event, context):
+        raise HttpError("I am a teapot", status_code=418)
+
+    @app.http("GET", "/crash")
+    def crash(event, context):
+        raise RuntimeError("secret internals")
+
+    @app.http("GET", "/unserialisable")
+    def unserialisable(event, context):
+        return {"when": object()}
+
+    @app.http("GET", "/slow", timeout=0.3)
+    async def slow(event, context):
+        await asyncio.sleep(5)
+
+    @app.http("GET", "/gate", concurrency=1)
+    async def gate(event, context):
+        await asyncio.sleep(0.5)
+        return "through"
+
+    return app
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
+@pytest.fixture
+async def base_url(start_platform: StartPlatform, settings: Settings) -> str:
+    platform = await start_platform(build_app(), settings.replace(max_body_bytes=1024))
+    return f"http://127.0.0.1:{platform.port}"
+
+
+async def call(
+    client: aiohttp.ClientSession, method: str, url: str, **kwargs: Any
+) -> tuple[int, CIMultiDict[str], bytes]:
+    async with client.request(method, url, **kwargs) as response:
+        return response.status, CIMultiDict(response.headers), await response.read()
+
+
+async def test_path_params_multi_value_query_and_cookies(client, base_url) -> None:
+    status, headers, body = await call(
+        client, "GET", f"{base_url}/items/42?tag=a&tag=b&empty=",
+        headers={"Cookie": "session=xyz; theme=dark"},
+    )  # fmt: skip
+    data = json.loads(body)
+    assert status == 200 and headers["Content-Type"] == "application/json"
+    assert data["item_id"] == "42"
+    assert data["query"] == {"tag": ["a", "b"], "empty": [""]}
+    assert data["cookies"] == {"session": "xyz", "theme": "dark"}
+    assert data["payload_query"] == {"tag": "a,b", "empty": ""}
+    assert data["payload_cookies"] == ["session=xyz", "theme=dark"]
+    assert data["raw"] == {
+        "rawPath": "/items/42",
+        "rawQueryString": "tag=a&tag=b&empty=",
+        "routeKey": "GET /items/{item_id}",
+    }
+    assert data["version"] == "2.0"
+
+
+async def test_binary_body_round_trip_with_cookies(client, base_url) -> None:
+    sent = bytes(range(256))
+    async with client.post(f"{base_url}/binary", data=sent) as response:
+        assert response.status == 201
+        assert response.headers["Content-Type"] == "image/png"
+        assert response.headers["X-Size"] == "256"
+        assert response.headers.getall("Set-Cookie") == [
+            "session=abc; HttpOnly",
+            "theme=dark",
+        ]
+        assert await response.read() == sent[::-1]
+
+
+async def test_binary_request_is_base64_in_the_payload(client, base_url) -> None:
+    _, _, body = await call(
+        client, "POST", f"{base_url}/payload", data=b"\xff\xfe",
+        headers={"Content-Type": "application/octet-stream"},
+    )  # fmt: skip
+    assert json.loads(body) == {"isBase64Encoded": True, "body": "//4="}
+    _, _, body = await call(
+        client, "POST", f"{base_url}/payload", data="héllo",
+        headers={"Content-Type": "text/plain"},
+    )  # fmt: skip
+    assert json.loads(body) == {"isBase64Encoded": False, "body": "héllo"}
+
+
+@pytest.mark.parametrize(
+    ("path", "status", "content_type", "body"),
+    [
+        ("/text", 200, "text/plain; charset=utf-8", b"plain words"),
+        ("/bytes", 200, "application/octet-stream", b"\x00\x01\x02"),
+        ("/custom", 201, "application/json", b'{"created": true}'),
+    ],
+)
+async def test_result_types_map_to_responses(
+    client, base_url, path, status, content_type, body
+) -> None:
+    got_status, headers, got_body = await call(client, "GET", base_url + path)
+    assert (got_status, headers["Content-Type"], got_body) == (
+        status,
+        content_type,
+        body,
+    )
+
+
+async def test_none_is_204_and_json_body_is_echoed(client, base_url) -> None:
+    status, _, body = await call(client, "DELETE", f"{base_url}/nothing")
+    assert (status, body) == (204, b"")
+    status, _, body = await call(client, "POST", f"{base_url}/echo", json=[1, "two"])
+    assert (status, json.loads(body)) == (200, [1, "two"])
+
+
+async def test_every_response_carries_the_request_id(client, base_url) -> None:
+    for method, path in [("GET", "/text"), ("GET", "/nope"), ("GET", "/crash")]:
+        _, headers, _ = await call(client, method, base_url + path)
+        assert len(headers["X-Request-Id"]) == 36
+
+
+async def test_unknown_route_404_and_wrong_method_405_with_allow(
+    client, base_url
+) -> None:
+    status, _, body = await call(client, "GET", f"{base_url}/missing")
+    assert status == 404 and "no route" in json.loads(body)["message"]
+    status, headers, _ = await call(client, "PUT", f"{base_url}/echo")
+    assert status == 405 and headers["Allow"] == "POST"
+
+
+async def test_malformed_json_and_invalid_utf8_are_400(client, base_url) -> None:
+    status, _, body = await call(client, "POST", f"{base_url}/echo", data=b'{"a": ')
+    assert status == 400
+    assert "not valid JSON" in json.loads(body)["message"]
+    status, _, body = await call(client, "POST", f"{base_url}/echo", data=b"\xc3\x28")
+    assert status == 400
+    assert "not valid utf-8" in json.loads(body)["message"]
+
+
+async def test_body_over_the_limit_is_413_before_the_handler(client, base_url) -> None:
+    status, _, body = await call(client, "POST", f"{base_url}/echo", data=b"x" * 2048)
+    assert status == 413 and "1024 byte limit" in json.loads(body)["message"]
+
+
+async def test_chunked_body_over_the_limit_is_413(client, base_url) -> None:
+    async def chunks() -> AsyncIterator[bytes]:
+        for _ in range(8):
+            yield b"y" * 512
+
+    status, _, _ = await call(client, "POST", f"{base_url}/echo", data=chunks())
+    assert status == 413
+
+
+async def test_handler_error_is_500_without_internals(client, base_url) -> None:
+    status, headers, body = await call(client, "GET", f"{base_url}/crash")
+    data = json.loads(body)
+    assert status == 500
+    assert data == {"message": "Internal Server Error", "requestId": data["requestId"]}
+    assert data["requestId"] == headers["X-Request-Id"]
+    assert b"secret internals" not in body
+
+
+async def test_debug_mode_adds_the_error_and_stack(
+    client, start_platform, settings
+) -> None:
+    platform = await start_platform(build_app(), settings.replace(debug=True))
+    _, _, body = await call(client, "GET", f"http://127.0.0.1:{platform.port}/crash")
+    data = json.loads(body)
+    assert data["errorType"] == "RuntimeError"
+    assert data["errorMessage"] == "secret internals"
+    assert data["stackTrace"]
+
+
+async def test_unserialisable_result_is_a_500(client, base_url) -> None:
+    status, _, _ = await call(client, "GET", f"{base_url}/unserialisable")
+    assert status == 500
+
+
+async def test_http_error_sets_its_status(client, base_url) -> None:
+    status, _, body = await call(client, "GET", f"{base_url}/teapot")
+    assert (status, json.loads(body)["message"]) == (418, "I am a teapot")
+
+
+async def test_timeout_is_504(client, base_url) -> None:
+    status, _, body = await call(client, "GET", f"{base_url}/slow")
+    assert status == 504
+    assert json.loads(body)["message"] == "Task timed out after 0.30 seconds"
+
+
+async def test_throttled_request_is_429_with_retry_after(client, base_url) -> None:
+    first = asyncio.create_task(call(client, "GET", f"{base_url}/gate"))
+    await asyncio.sleep(0.2)
+    status, headers, _ = await call(client, "GET", f"{base_url}/gate")
+    assert status == 429 and headers["Retry-After"] == "1"
+    assert (await first)[0] == 200
+
+
+async def test_event_invocation_returns_202_then_runs(client, start_platform) -> None:
+    app = App()
+    ran = asyncio.Event()
+
+    @app.http("POST", "/later")
+    async def later(event, context):
+        ran.set()
+
+    platform = await start_platform(app)
+    status, headers, body = await call(
+        client, "POST", f"http://127.0.0.1:{platform.port}/later",
+        headers={"X-Fnplane-Invocation-Type": "Event"},
+    )  # fmt: skip
+    assert status == 202
+    assert json.loads(body)["requestId"] == headers["X-Request-Id"]
+    await asyncio.wait_for(ran.wait(), 5)
+
+
+async def test_draining_platform_answers_503(client, start_platform) -> None:
+    app = App()
+    started = asyncio.Event()
+
+    @app.http("GET", "/work")
+    async def work(event, context):
+        started.set()
+        await asyncio.sleep(0.5)
+        return "finished"
+
+    platform = await start_platform(app)
+    url = f"http://127.0.0.1:{platform.port}/work"
+    in_flight = asyncio.create_task(call(client, "GET", url))
+    await started.wait()
+    stopping = asyncio.create_task(platform.stop())
+    await asyncio.sleep(0.05)
+    async with aiohttp.ClientSession() as fresh:
+        status, _, _ = await call(fresh, "GET", url)
+    assert status == 503
+    assert (await in_flight)[2] == b"finished"
+    await stopping
+
+
+async def test_health_functions_and_metrics_endpoints(client, base_url) -> None:
+    await call(client, "GET", f"{base_url}/text")
+    await call(client, "GET", f"{base_url}/crash")
+    status, _, body = await call(client, "GET", f"{base_url}/health")
+    assert status == 200 and json.loads(body)["status"] == "ok"
+    _, _, body = await call(client, "GET", f"{base_url}/functions")
+    listed = {f["name"]: f for f in json.loads(body)["functions"]}
+    assert listed["get_item"]["triggers"] == [
+        {"type": "http", "methods": ["GET"], "path": "/items/{item_id}"}
+    ]
+    _, headers, body = await call(client, "GET", f"{base_url}/metrics")
+    text = body.decode()
+    assert headers["Content-Type"].startswith("text/plain")
+    assert 'fnplane_invocations_total{function="text",outcome="success"} 1.0' in text
+    assert 'fnplane_errors_total{function="crash"} 1.0' in text
+    assert 'fnplane_cold_starts_total{function="text"} 1.0' in text

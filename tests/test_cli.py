@@ -1,0 +1,227 @@
+"""The fnplane command, run as a user runs it: real processes and signals."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+FNPLANE = shutil.which("fnplane") or str(Path(sys.executable).parent / "fnplane")
+START_TIMEOUT_S = 20.0
+
+SLOW_APP = textwrap.dedent(
+    """
+    import asyncio
+    import sys
+    from fnplane import App
+
+    app = App()
+    stopped = []
+
+    @app.http("GET", "/slow")
+    async def slow(event, context):
+        await asyncio.sleep(1.5)
+        return "finished"
+
+    @app.http("GET", "/fast")
+    def fast(event, context):
+        return "quick"
+
+    @app.function(
+        shutdown=lambda: print("SHUTDOWN HOOK RAN", file=sys.stderr, flush=True)
+    )
+    def add(event, context):
+        return event["a"] + event["b"]
+    """
+)
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    functions = tmp_path / "functions"
+    functions.mkdir()
+    (functions / "app.py").write_text(SLOW_APP)
+    return tmp_path
+
+
+def run_fnplane(
+    *args: str, cwd: Path, timeout_s: float = 30
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [FNPLANE, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout_s,
+        env={**os.environ, "FNPLANE_LOG_LEVEL": "info"},
+    )  # fmt: skip
+
+
+@pytest.fixture
+def server(
+    project: Path, unused_port: int
+) -> Iterator[tuple[subprocess.Popen[str], str]]:
+    process = subprocess.Popen(
+        [FNPLANE, "run", "--port", str(unused_port), "--grace", "5"],
+        cwd=project, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{unused_port}"
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while True:
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=1):
+                break
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                output = process.stdout.read() if process.stdout else ""
+                pytest.fail(f"fnplane run did not start:\n{output}")
+            time.sleep(0.05)
+    yield process, url
+    if process.poll() is None:
+        process.kill()
+    process.communicate()
+
+
+def get(url: str) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as error:
+        with error:
+            return error.code, error.read()
+
+
+def test_sigterm_lets_the_in_flight_request_finish_then_exits_0(server) -> None:
+    """SIGTERM during a slow request: it completes, new ones get 503, exit 0."""
+    process, url = server
+    assert get(f"{url}/fast") == (200, b"quick")
+    result: list[tuple[int, bytes]] = []
+    slow = threading.Thread(target=lambda: result.append(get(f"{url}/slow")))
+    slow.start()
+    time.sleep(0.4)
+    process.send_signal(signal.SIGTERM)
+    time.sleep(0.3)
+    late_status, _ = get(f"{url}/fast") if process.poll() is None else (503, b"")
+    slow.join(10)
+    output, _ = process.communicate(timeout=10)
+    assert result == [(200, b"finished")]
+    assert late_status == 503
+    assert process.returncode == 0, output
+    assert "platform.stopped" in output
+
+
+def test_second_signal_exits_at_once(server) -> None:
+    process, url = server
+
+    def cut_off_request() -> None:
+        with pytest.raises(OSError):
+            get(f"{url}/slow")
+
+    slow = threading.Thread(target=cut_off_request)
+    slow.start()
+    time.sleep(0.3)
+    process.send_signal(signal.SIGINT)
+    time.sleep(0.2)
+    started = time.monotonic()
+    process.send_signal(signal.SIGINT)
+    process.wait(timeout=5)
+    slow.join(10)
+    assert process.returncode == 130
+    assert time.monotonic() - started < 1.0
+
+
+def test_shutdown_hooks_run_on_stop(server) -> None:
+    process, url = server
+    body = json.dumps({"a": 2, "b": 40}).encode()
+    request = urllib.request.Request(
+        f"{url}/2015-03-31/functions/add/invocations", data=body
+    )
+    with urllib.request.urlopen(request, timeout=5) as response:
+        assert response.read() == b"42"
+    process.send_signal(signal.SIGTERM)
+    output, _ = process.communicate(timeout=10)
+    assert "SHUTDOWN HOOK RAN" in output
+
+
+def test_invoke_in_process_prints_the_result(project: Path) -> None:
+    completed = run_fnplane("invoke", "add", "--data", '{"a": 1, "b": 2}', cwd=project)
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stdout.strip() == "3"
+
+
+def test_invoke_reads_data_from_a_file_and_reports_failures(project: Path) -> None:
+    (project / "event.json").write_text('{"a": 1}')
+    completed = run_fnplane("invoke", "add", "--data", "@event.json", cwd=project)
+    assert completed.returncode == 1
+    assert json.loads(completed.stdout)["errorType"] == "KeyError"
+    assert "add failed" in completed.stderr
+
+
+def test_invoke_against_a_running_platform(server, project: Path) -> None:
+    _, url = server
+    completed = run_fnplane(
+        "invoke", "add", "--data", '{"a": 5, "b": 5}', "--url", url, cwd=project
+    )
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stdout.strip() == "10"
+
+
+def test_list_shows_functions_and_routes(project: Path) -> None:
+    completed = run_fnplane("list", cwd=project)
+    assert completed.returncode == 0, completed.stderr
+    lines = completed.stdout.splitlines()
+    assert any(line.startswith("slow") and "GET /slow" in line for line in lines)
+    assert any(line.startswith("add") and line.endswith("-") for line in lines)
+
+
+def test_import_error_names_the_file_and_line_and_exits_non_zero(
+    tmp_path: Path,
+) -> None:
+    broken = tmp_path / "broken.py"
+    broken.write_text(
+        "from fnplane import App\napp = App()\n\nraise RuntimeError('boom')\n"
+    )
+    completed = run_fnplane("run", str(broken), "--port", "0", cwd=tmp_path)
+    assert completed.returncode == 1
+    assert "broken.py, line 4" in completed.stderr
+    assert "RuntimeError: boom" in completed.stderr
+    assert completed.stderr.count("\n") == 1, "one clear line, no traceback"
+
+
+def test_syntax_error_names_the_file_and_line(tmp_path: Path) -> None:
+    (tmp_path / "typo.py").write_text("def broken(:\n    pass\n")
+    completed = run_fnplane("list", "typo.py", cwd=tmp_path)
+    assert completed.returncode == 1
+    assert "typo.py, line 1" in completed.stderr
+
+
+def test_missing_functions_folder_is_a_clear_error(tmp_path: Path) -> None:
+    completed = run_fnplane("run", "--port", "0", cwd=tmp_path)
+    assert completed.returncode == 1
+    assert "no ./functions folder" in completed.stderr
+
+
+def test_registration_error_is_one_line(tmp_path: Path) -> None:
+    (tmp_path / "dup.py").write_text(
+        "from fnplane import App\napp = App()\n"
+        "app.http('GET', '/a', name='x')(lambda e, c: 1)\n"
+        "app.http('GET', '/a', name='y')(lambda e, c: 2)\n"
+    )
+    completed = run_fnplane("run", "dup.py", cwd=tmp_path)
+    assert completed.returncode == 1
+    assert "already registered by function 'x'" in completed.stderr
+
+
+def test_help_on_each_command() -> None:
+    for command in ("run", "invoke", "list"):
+        completed = subprocess.run(
+            [FNPLANE, command, "--help"], capture_output=True, text=True, check=False
+        )
+        assert completed.returncode == 0 and "usage: fnplane" in completed.stdout
