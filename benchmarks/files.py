@@ -41,6 +41,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+# Python puts this script's folder first on sys.path, where a benchmark
+# named after a standard-library module (http.py) would shadow it.
+HERE = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
+
 READY_TIMEOUT_S = 30.0
 DONE_TIMEOUT_S = 300.0
 QUIET_S = 1.0
