@@ -19,7 +19,12 @@ from aiohttp import web
 from aiohttp.web_exceptions import HTTPRequestEntityTooLarge
 from multidict import CIMultiDict
 
-from fnplane.api import REQUEST_ID_HEADER, error_response, json_response
+from fnplane.api import (
+    EVENT_ID_HEADER,
+    REQUEST_ID_HEADER,
+    error_response,
+    json_response,
+)
 from fnplane.events.http_request import HttpRequest
 from fnplane.events.http_response import HttpReply, ResponseError, to_reply
 from fnplane.invoke import InvocationResult, Outcome, new_request_id
@@ -106,7 +111,10 @@ class HttpSource:
         invocation_type = request.headers.get(INVOCATION_TYPE_HEADER, "RequestResponse")
         if invocation_type == "Event":
             await self.invoker.invoke_async(
-                match.function, event, request_id=request_id
+                match.function,
+                event,
+                request_id=request_id,
+                event_id=request.headers.get(EVENT_ID_HEADER),
             )
             return json_response(202, {"requestId": request_id}, request_id)
         if invocation_type != "RequestResponse":

@@ -45,6 +45,9 @@ INVOKE_SUFFIX = "/invocations"
 INVOCATION_TYPES = ("RequestResponse", "Event", "DryRun")
 LAMBDA_ARN_MARKER = ":function:"
 REQUEST_ID_HEADER = "X-Request-Id"
+# An asynchronous invocation carrying this header is accepted once per id
+# within the dedup window, so a client may resend after a timeout.
+EVENT_ID_HEADER = "X-Fnplane-Event-Id"
 JSON_TYPE = "application/json"
 AWS_JSON_TYPE = "application/x-amz-json-1.0"
 
@@ -247,7 +250,12 @@ class PlatformApi:
                 status=204, headers={REQUEST_ID_HEADER: request_id, **headers}
             )
         if invocation_type == "Event":
-            await self.invoker.invoke_async(name, payload, request_id=request_id)
+            await self.invoker.invoke_async(
+                name,
+                payload,
+                request_id=request_id,
+                event_id=request.headers.get(EVENT_ID_HEADER),
+            )
             return web.Response(
                 status=202, headers={REQUEST_ID_HEADER: request_id, **headers}
             )

@@ -9,6 +9,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypedDict, TypeVar, Unpack
 
 from fnplane.errors import FunctionNotFoundError, RegistrationError
+from fnplane.file_trigger import (
+    DEFAULT_FAILED,
+    DEFAULT_IGNORE,
+    DEFAULT_PROCESSED,
+    DEFAULT_SETTLE_S,
+    FILE_EVENTS,
+    FileTrigger,
+)
 from fnplane.function import (
     DEFAULT_MEMORY_MB,
     DEFAULT_TIMEOUT_S,
@@ -21,9 +29,11 @@ from fnplane.function import (
     validate_memory,
     validate_timeout,
 )
+from fnplane.policy import Backoff, build_async_policy
 from fnplane.routes import HttpTrigger, RouteTable
 
 if TYPE_CHECKING:
+    from fnplane.destinations import Destination
     from fnplane.runner import Platform
     from fnplane.workflows.hosting import StateMachineSpec
 
@@ -42,6 +52,11 @@ class FunctionOptions(TypedDict, total=False):
     memory: int
     init: Hook | list[Hook]
     shutdown: Hook | list[Hook]
+    retries: int
+    backoff: Backoff | float | timedelta | tuple[float, float]
+    max_event_age: float | timedelta
+    on_success: Destination | str | None
+    on_failure: Destination | str | None
 
 
 FUNCTION_OPTIONS = frozenset(FunctionOptions.__annotations__)
@@ -86,6 +101,22 @@ class App:
           arguments) run when the function's environment starts (within the
           init limit, 10 s by default) and stops (2 s cap each).
 
+        Asynchronous invocations (``Event`` invokes, ``ctx.invoke_async``,
+        file events) follow these options:
+
+        - ``retries``: attempts after the first that fails, default 2 (Lambda
+          allows 0 to 2; up to 100 here).
+        - ``backoff``: wait between attempts, exponential with jitter: a
+          ``Backoff(base=, cap=)`` in seconds, a base in seconds, or a
+          ``(base, cap)`` pair; default base 60 s, cap 300 s.
+        - ``max_event_age``: seconds (or ``timedelta``) an event may wait;
+          older events go to ``on_failure`` without another attempt.
+          Default 6 hours.
+        - ``on_success``, ``on_failure``: where the outcome record goes: a
+          ``Destination`` or ``"function:NAME"``, ``"folder:PATH"``,
+          ``"kafka://HOST:PORT/TOPIC"``, ``"redis://HOST:PORT/0?stream=NAME"``.
+          Default: none (a failed event is logged at ERROR and discarded).
+
         Raises ``RegistrationError`` for a duplicate name or a bad option.
         """
         return self._decorator(None, options)
@@ -109,6 +140,63 @@ class App:
         already registered.
         """
         trigger = HttpTrigger.parse(method, path)
+        return self._decorator(trigger, options)
+
+    def on_file(
+        self,
+        folder: str | Path,
+        *,
+        patterns: str | tuple[str, ...] | list[str] = ("*",),
+        ignore: str | tuple[str, ...] | list[str] = DEFAULT_IGNORE,
+        recursive: bool = False,
+        events: str | tuple[str, ...] | list[str] = FILE_EVENTS,
+        settle: float | timedelta = DEFAULT_SETTLE_S,
+        disposition: str = "move",
+        processed: str | Path = DEFAULT_PROCESSED,
+        failed: str | Path = DEFAULT_FAILED,
+        create: bool = True,
+        **options: Unpack[FunctionOptions],
+    ) -> Callable[[H], H]:
+        """Register a handler run once for each file completely written into
+        ``folder``.
+
+        The handler gets an ``S3Event`` (an S3 ``ObjectCreated:Put``
+        notification: bucket = the folder's name, key = the path relative to
+        it) and is invoked asynchronously, so the options of
+        ``App.function`` apply, retries and destinations included.
+
+        - ``patterns``: glob patterns a file's name must match, default all.
+        - ``ignore``: glob patterns of names never fired: by default dotfiles,
+          ``*.part``, ``*.partial``, ``*.tmp``, ``*.temp``, ``*~``, ``*.swp``.
+        - ``recursive``: watch subfolders too (default False); the key is
+          then the path below ``folder``.
+        - ``events``: ``"created"`` (written in the folder) and/or
+          ``"moved_in"`` (renamed into it); default both.
+        - ``settle``: seconds a file's size and modification time must stay
+          unchanged before it counts as written, when the platform gives no
+          close-write event (default 1).
+        - ``disposition``: after success, ``"move"`` the file to
+          ``processed`` (default), ``"delete"`` it or ``"leave"`` it (its
+          version is then remembered in the state store so it is not handled
+          again).
+        - ``processed``, ``failed``: folders (relative ones inside
+          ``folder``, default ``processed/`` and ``failed/``); after the last
+          retry the file moves to ``failed`` with ``<name>.error.json``.
+        - ``create``: create a missing folder at start (default); with False a
+          missing folder stops the platform with an error.
+        """
+        trigger = FileTrigger.build(
+            folder,
+            patterns=patterns,
+            ignore=ignore,
+            recursive=recursive,
+            events=events,
+            settle=settle,
+            disposition=disposition,
+            processed=processed,
+            failed=failed,
+            create=create,
+        )
         return self._decorator(trigger, options)
 
     def state_machine(
@@ -261,4 +349,5 @@ def build_function(handler: Handler, options: FunctionOptions) -> Function:
         memory_mb=validate_memory(options.get("memory", DEFAULT_MEMORY_MB), name),
         init_hooks=validate_hooks(options.get("init"), "init", name),
         shutdown_hooks=validate_hooks(options.get("shutdown"), "shutdown", name),
+        async_policy=build_async_policy(dict(options), name),
     )

@@ -1,60 +1,508 @@
-"""The asynchronous invocation queue: accept now, invoke in the background.
+"""The asynchronous invocation queue: accepted means persisted, then delivered.
 
-``AsyncQueue`` is the interface every asynchronous path uses (HTTP ``Event``
-invocations, the Invoke API's ``Event`` type, ``ctx.invoke_async``).
-``InMemoryAsyncQueue`` runs each accepted event once as a background task;
-it keeps nothing across a restart.
+Every asynchronous path (HTTP ``Event`` invocations, the Invoke API's
+``Event`` type, ``fnplane invoke --async``, ``ctx.invoke_async``, file events)
+calls ``AsyncQueue.submit``, which returns once the event is in the event
+store. A dispatcher then invokes the function, waiting for a concurrency slot
+rather than dropping the event, and after each attempt follows the
+function's ``AsyncPolicy``: retry with backoff, or give up after the last
+retry or past the maximum event age, sending a Lambda-shaped record to the
+on-success or on-failure destination.
+
+Memory stays bounded: each function has a lane holding at most twice its
+concurrency (64 when unbounded) of claimed events; the backlog stays in the
+store and is claimed as lanes free up. Delivery is at-least-once: an event
+leaves the store only after its outcome reached its destination.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
+import math
+from collections import deque
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 import structlog
 
+from fnplane.asyncq_metrics import AsyncQueueMetrics
+from fnplane.destinations import (
+    DestinationError,
+    DestinationSender,
+    FunctionDestination,
+)
+from fnplane.errors import FnplaneError
+from fnplane.events.codec import decode_event, encode_event
+from fnplane.eventstore import EventStore, QueuedEvent, now_ms
+from fnplane.records import (
+    EVENT_AGE_EXCEEDED,
+    RETRIES_EXHAUSTED,
+    SUCCESS,
+    outcome_record,
+)
+
 if TYPE_CHECKING:
-    from fnplane.invoke import Invoker
+    from fnplane.config import Settings
+    from fnplane.function import Function
+    from fnplane.invoke import InvocationResult, Invoker
 
 logger = structlog.get_logger(__name__)
+
+UNBOUNDED_LANE_WINDOW = 64
+POLL_INTERVAL_S = 1.0
+# A destination that cannot take a record is retried at this pace, forever:
+# the record is the only trace of the event, so it is never dropped.
+DESTINATION_RETRY_S = 5.0
 
 
 class AsyncQueue(Protocol):
     """Accepts events for asynchronous invocation."""
 
-    async def submit(self, function: str, event: Any, request_id: str) -> None:
-        """Accept the event; return once it is accepted, before it runs."""
+    async def start(self) -> None:
+        """Open the store, resume pending events and start dispatching."""
+
+    async def submit(
+        self,
+        function: str,
+        event: Any,
+        request_id: str,
+        event_id: str | None = None,
+        remember_s: float | None = None,
+    ) -> bool:
+        """Accept the event once persisted; False for a duplicate event id."""
 
     async def drain(self) -> None:
-        """Wait until every accepted event has been handled."""
+        """Stop claiming new work; wait for the events already running."""
+
+    async def close(self) -> None:
+        """Stop dispatching and release the store; pending events stay stored."""
 
 
-class InMemoryAsyncQueue:
-    """Runs each accepted event as a background task, with no retries."""
+class DeliveryHooks(Protocol):
+    """What a source does around the delivery of its own kind of event."""
 
-    def __init__(self, invoker: Invoker) -> None:
+    async def before(self, event: QueuedEvent) -> bool:
+        """Return False to skip the event (finished without an attempt)."""
+
+    async def after_success(self, event: QueuedEvent) -> None:
+        """Called after a successful attempt, before the event is finished."""
+
+    async def after_failure(self, event: QueuedEvent, record: dict[str, Any]) -> None:
+        """Called when the event gives up, with its destination record."""
+
+
+@dataclass(slots=True)
+class Lane:
+    """One function's claimed events: waiting to start, and running."""
+
+    function: Function
+    window: int
+    ready: deque[QueuedEvent] = field(default_factory=deque)
+    running: int = 0
+    reserved: int = 0
+    backlog: bool = True
+
+    @property
+    def room(self) -> int:
+        """How many more events the lane may hold."""
+        return 2 * self.window - self.running - len(self.ready) - self.reserved
+
+
+class DurableAsyncQueue:
+    """The async queue over an ``EventStore`` (SQLite by default, Redis shared)."""
+
+    def __init__(self, invoker: Invoker, store: EventStore) -> None:
         self._invoker = invoker
+        self.store = store
+        self.metrics = AsyncQueueMetrics(invoker.metrics.registry)
+        self._sender = DestinationSender(invoker)
+        self._hooks: dict[str, DeliveryHooks] = {}
+        self._lanes: dict[str, Lane] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._timers: set[asyncio.TimerHandle] = set()
+        self._wake = asyncio.Event()
+        self._dispatcher: asyncio.Task[None] | None = None
+        self._start_lock = asyncio.Lock()
+        self._started = False
+        self._draining = False
+        self._closed = False
 
-    async def submit(self, function: str, event: Any, request_id: str) -> None:
-        """Start the invocation in the background."""
-        task = asyncio.create_task(self._run(function, event, request_id))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+    def add_hooks(self, kind: str, hooks: DeliveryHooks) -> None:
+        """Let a source act before and after delivery of events of ``kind``."""
+        self._hooks[kind] = hooks
+
+    async def start(self) -> None:
+        """Open the store, count what is pending and start the dispatcher."""
+        async with self._start_lock:
+            if self._started:
+                return
+            check_destinations(self._invoker)
+            await self.store.open()
+            self._lanes = {
+                name: Lane(function, lane_window(function))
+                for name, function in self._invoker.app.functions.items()
+            }
+            await self._count_pending()
+            self._dispatcher = asyncio.create_task(self._dispatch())
+            self._started = True
+
+    async def _count_pending(self) -> None:
+        counts = await self.store.pending_counts()
+        for name, count in counts.items():
+            if name in self._lanes:
+                self.metrics.function(name).queued.set(count)
+            else:
+                logger.warning(
+                    "asyncq.unknown_function",
+                    function=name,
+                    events=count,
+                    hint="events stay stored until a function of that name runs",
+                )
+
+    async def submit(
+        self,
+        function: str,
+        event: Any,
+        request_id: str,
+        event_id: str | None = None,
+        remember_s: float | None = None,
+    ) -> bool:
+        """Persist the event, then return; it runs now if its lane has room.
+
+        ``event_id`` (default: the request id) is accepted once: while the
+        event is stored, and for ``remember_s`` seconds after it was accepted
+        (default: the ``async_dedup_window`` setting when an id is given;
+        ``math.inf`` for ever). Returns False for a duplicate, which is not
+        stored again. Raises ``EventEncodingError`` if the event is not JSON.
+        """
+        if not self._started:
+            await self.start()
+        kind, payload = encode_event(event)
+        accepted_ms = now_ms()
+        queued = QueuedEvent(
+            event_id or request_id, function, request_id, kind, payload, accepted_ms, 0
+        )
+        lane = self._lanes[function]
+        # The lane's room is reserved before the write, but the event joins
+        # the lane only once stored: nothing may run before it is durable.
+        claim = not self._draining and lane.room > 0
+        lane.reserved += claim
+        try:
+            accepted = await self.store.add(
+                queued,
+                claim=claim,
+                remember_until_ms=self._remember_until(event_id, remember_s),
+            )
+        finally:
+            lane.reserved -= claim
+        return self._accepted(lane, queued, accepted, claim)
+
+    def _accepted(
+        self, lane: Lane, queued: QueuedEvent, accepted: bool, claim: bool
+    ) -> bool:
+        stats = self.metrics.function(queued.function)
+        if not accepted:
+            stats.duplicates.inc()
+            logger.info(
+                "asyncq.duplicate",
+                function=queued.function,
+                event_id=queued.event_id,
+                request_id=queued.request_id,
+            )
+            self._pump(lane)
+            return False
+
+        stats.received.inc()
+        stats.queued.inc()
+        if claim:
+            lane.ready.append(queued)
+        else:
+            lane.backlog = True
+        self._pump(lane)
+        return True
+
+    def _remember_until(
+        self, event_id: str | None, remember_s: float | None
+    ) -> int | None:
+        if remember_s is None:
+            if event_id is None:
+                # A generated request id never repeats: nothing to remember.
+                return None
+            remember_s = self._invoker.settings.async_dedup_window
+        if remember_s <= 0:
+            return None
+        if math.isinf(remember_s):
+            return 2**62
+        return now_ms() + int(remember_s * 1000)
+
+    def _pump(self, lane: Lane) -> None:
+        """Start the lane's ready events while it has free concurrency."""
+        while lane.ready and lane.running < lane.window:
+            event = lane.ready.popleft()
+            lane.running += 1
+            task = asyncio.create_task(self._deliver(lane, event))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        if lane.backlog and lane.room > 0 and not self._draining:
+            self._wake.set()
+
+    async def _dispatch(self) -> None:
+        """Claim due events from the store into lanes with room, forever."""
+        while not self._draining:
+            self._wake.clear()
+            for lane in self._lanes.values():
+                if lane.backlog and lane.room > 0:
+                    await self._refill(lane)
+            try:
+                async with asyncio.timeout(POLL_INTERVAL_S):
+                    await self._wake.wait()
+            except TimeoutError:
+                await self._poll()
+
+    async def _refill(self, lane: Lane) -> None:
+        room = lane.room
+        try:
+            claimed = await self.store.claim(lane.function.name, now_ms(), room)
+        except FnplaneError as exc:
+            logger.error(
+                "asyncq.claim_failed", function=lane.function.name, error=str(exc)
+            )
+            return
+        if len(claimed) < room:
+            lane.backlog = False
+        if self._draining:
+            await self.store.release(claimed)
+            return
+        lane.ready.extend(claimed)
+        self._pump(lane)
+
+    async def _poll(self) -> None:
+        # Other nodes (Redis) and expired claims add work nobody announced.
+        try:
+            await self.store.heartbeat()
+        except FnplaneError as exc:
+            logger.error("asyncq.heartbeat_failed", error=str(exc))
+        for lane in self._lanes.values():
+            lane.backlog = True
+
+    async def _deliver(self, lane: Lane, event: QueuedEvent) -> None:
+        try:
+            await self._attempt(lane.function, event)
+        except Exception as exc:
+            # The event stays claimed in the store; a restart or takeover
+            # delivers it again.
+            logger.error(
+                "asyncq.delivery_failed",
+                function=event.function,
+                event_id=event.event_id,
+                exc_info=exc,
+            )
+        finally:
+            lane.running -= 1
+            self._pump(lane)
+
+    async def _attempt(self, function: Function, event: QueuedEvent) -> None:
+        if event.outcome is not None:
+            await self._resend(function, event)
+            return
+        policy = function.async_policy
+        started_ms = now_ms()
+        age_s = (started_ms - event.accepted_at_ms) / 1000
+        self.metrics.function(function.name).event_age_s.observe(age_s)
+        if age_s > policy.max_event_age_s:
+            await self._give_up(function, event, EVENT_AGE_EXCEEDED, None)
+            return
+        hooks = self._hooks.get(event.kind)
+        if hooks is not None and not await hooks.before(event):
+            await self._finish(event)
+            return
+
+        event.attempts += 1
+        event.first_attempt_at_ms = event.first_attempt_at_ms or started_ms
+        event.last_attempt_at_ms = started_ms
+        result = await self._invoker.invoke(
+            function.name,
+            decode_event(event.kind, event.payload),
+            request_id=event.request_id,
+            attempt=event.attempts,
+            wait_for_slot=True,
+        )
+        if result.ok:
+            await self._succeed(function, event, result)
+        elif event.attempts >= policy.max_attempts:
+            await self._give_up(function, event, RETRIES_EXHAUSTED, result)
+        else:
+            await self._retry(function, event, result)
+
+    async def _succeed(
+        self, function: Function, event: QueuedEvent, result: InvocationResult
+    ) -> None:
+        hooks = self._hooks.get(event.kind)
+        if hooks is not None:
+            await hooks.after_success(event)
+        destination = function.async_policy.on_success
+        if destination is None:
+            await self._finish(event)
+            return
+        record = outcome_record(function, event, SUCCESS, result)
+        await self._send(function, event, record, success=True)
+
+    async def _retry(
+        self, function: Function, event: QueuedEvent, result: InvocationResult
+    ) -> None:
+        delay_s = function.async_policy.backoff.delay_s(event.attempts)
+        event.due_at_ms = now_ms() + int(delay_s * 1000)
+        self.metrics.function(function.name).retried.inc()
+        logger.warning(
+            "asyncq.retry_scheduled",
+            function=function.name,
+            request_id=event.request_id,
+            attempt=event.attempts,
+            outcome=result.outcome.value,
+            delay_s=round(delay_s, 3),
+        )
+        await self.store.retry(event)
+        self._schedule(self._lanes[function.name], delay_s)
+
+    async def _give_up(
+        self,
+        function: Function,
+        event: QueuedEvent,
+        condition: str,
+        result: InvocationResult | None,
+    ) -> None:
+        record = outcome_record(function, event, condition, result)
+        self.metrics.function(function.name).dropped(condition).inc()
+        hooks = self._hooks.get(event.kind)
+        if hooks is not None:
+            await hooks.after_failure(event, record)
+        if function.async_policy.on_failure is None:
+            logger.error(
+                "asyncq.event_discarded",
+                function=function.name,
+                request_id=event.request_id,
+                condition=condition,
+                attempts=event.attempts,
+                hint="give the function on_failure= to keep failed events",
+            )
+            await self._finish(event)
+            return
+        await self._send(function, event, record, success=False)
+
+    async def _send(
+        self,
+        function: Function,
+        event: QueuedEvent,
+        record: dict[str, Any],
+        success: bool,
+    ) -> None:
+        policy = function.async_policy
+        destination = policy.on_success if success else policy.on_failure
+        assert destination is not None
+        try:
+            await self._sender.send(destination, record)
+        except DestinationError as exc:
+            logger.error(
+                "asyncq.destination_failed",
+                function=function.name,
+                request_id=event.request_id,
+                destination=destination.describe(),
+                error=str(exc),
+                retry_in_s=DESTINATION_RETRY_S,
+            )
+            event.outcome = json.dumps({"success": success, "record": record})
+            event.due_at_ms = now_ms() + int(DESTINATION_RETRY_S * 1000)
+            await self.store.retry(event)
+            self._schedule(self._lanes[function.name], DESTINATION_RETRY_S)
+            return
+        await self._finish(event)
+
+    async def _resend(self, function: Function, event: QueuedEvent) -> None:
+        assert event.outcome is not None
+        pending = json.loads(event.outcome)
+        await self._send(function, event, pending["record"], pending["success"])
+
+    async def _finish(self, event: QueuedEvent) -> None:
+        await self.store.finish(event.event_id)
+        self.metrics.function(event.function).queued.dec()
+
+    def _schedule(self, lane: Lane, delay_s: float) -> None:
+        def due() -> None:
+            self._timers.discard(timer)
+            lane.backlog = True
+            self._wake.set()
+
+        timer = asyncio.get_running_loop().call_later(delay_s, due)
+        self._timers.add(timer)
 
     async def drain(self) -> None:
-        """Wait for every background invocation to finish."""
+        """Stop claiming; give unstarted events back; wait for running ones."""
+        if not self._started:
+            return
+        self._draining = True
+        self._wake.set()
+        unstarted = [event for lane in self._lanes.values() for event in lane.ready]
+        for lane in self._lanes.values():
+            lane.ready.clear()
+        if unstarted:
+            await self.store.release(unstarted)
         while self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
-    async def _run(self, function: str, event: Any, request_id: str) -> None:
-        result = await self._invoker.invoke(
-            function, event, request_id=request_id, wait_for_slot=True
-        )
-        if not result.ok:
-            logger.warning(
-                "async.invocation_failed",
-                function=function,
-                request_id=request_id,
-                outcome=result.outcome.value,
-            )
+    async def close(self) -> None:
+        """Stop the dispatcher and timers, close destinations and the store."""
+        if not self._started or self._closed:
+            return
+        self._closed = True
+        self._draining = True
+        for timer in self._timers:
+            timer.cancel()
+        tasks = [*self._tasks, *([self._dispatcher] if self._dispatcher else [])]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await self._sender.close()
+        await self.store.close()
+
+
+def lane_window(function: Function) -> int:
+    """How many of a function's events may run at once from the queue."""
+    if function.concurrency is None:
+        return UNBOUNDED_LANE_WINDOW
+    return min(function.concurrency, UNBOUNDED_LANE_WINDOW)
+
+
+def check_destinations(invoker: Invoker) -> None:
+    """Raise if a function destination names a function that is not registered."""
+    functions = invoker.app.functions
+    for function in functions.values():
+        policy = function.async_policy
+        for option, destination in (
+            ("on_success", policy.on_success),
+            ("on_failure", policy.on_failure),
+        ):
+            if isinstance(destination, FunctionDestination) and (
+                destination.name not in functions
+            ):
+                raise FnplaneError(
+                    f"function {function.name!r}: {option} names function "
+                    f"{destination.name!r}, which is not registered (known: "
+                    f"{', '.join(sorted(functions))})"
+                )
+
+
+def create_async_queue(invoker: Invoker, settings: Settings) -> DurableAsyncQueue:
+    """The queue the settings ask for: SQLite in the state folder, or Redis."""
+    backend = settings.async_queue
+    if backend == "sqlite":
+        from fnplane.eventstore import SqliteEventStore
+
+        return DurableAsyncQueue(invoker, SqliteEventStore(settings.state_dir))
+    if backend.startswith(("redis://", "rediss://", "unix://")):
+        from fnplane.eventstore_redis import RedisEventStore
+
+        return DurableAsyncQueue(invoker, RedisEventStore(backend))
+    raise FnplaneError(
+        f"async_queue must be 'sqlite' or a redis:// URL, got {backend!r}"
+    )

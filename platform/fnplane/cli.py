@@ -55,6 +55,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="include error details and stack traces in HTTP 500 bodies",
     )
     run.add_argument("--state-dir", help="folder for durable state (default .fnplane)")
+    run.add_argument(
+        "--async-queue",
+        help="'sqlite' (default, in the state folder) or a redis:// URL shared "
+        "by several nodes",
+    )
     run.add_argument("--api-key", help="require this key on the platform API")
 
     invoke = commands.add_parser(
@@ -71,6 +76,10 @@ def build_parser() -> argparse.ArgumentParser:
         dest="is_async",
         action="store_true",
         help="queue the invocation (Event type) and print its request id",
+    )
+    invoke.add_argument(
+        "--event-id",
+        help="with --async: an id accepted once within the dedup window",
     )
     invoke.add_argument("--url", help="invoke a running platform at this URL instead")
     add_api_key(invoke)
@@ -170,6 +179,7 @@ def command_run(args: argparse.Namespace) -> int:
         log_level=args.log_level,
         debug=args.debug,
         state_dir=args.state_dir,
+        async_queue=args.async_queue,
         api_key=args.api_key,
     )
     logs.configure(settings.log_format, settings.log_level)
@@ -189,20 +199,34 @@ def command_invoke(args: argparse.Namespace) -> int:
     """Invoke a function in-process or against ``--url``; print the result."""
     payload = read_data(args.data, "--data")
     if args.url:
-        return invoke_remote(args.url, args.name, payload, args.is_async, args.api_key)
-    return asyncio.run(invoke_local(args.target, args.name, payload, args.is_async))
+        return invoke_remote(
+            args.url, args.name, payload, args.is_async, args.event_id, args.api_key
+        )
+    return asyncio.run(
+        invoke_local(args.target, args.name, payload, args.is_async, args.event_id)
+    )
 
 
 async def invoke_local(
-    target: str | None, name: str, payload: Any, is_async: bool
+    target: str | None,
+    name: str,
+    payload: Any,
+    is_async: bool,
+    event_id: str | None = None,
 ) -> int:
-    """Load the app here, invoke once, run shutdown hooks."""
+    """Load the app here, invoke once, run shutdown hooks.
+
+    ``--async`` stores the event in the state folder's queue, then runs its
+    first attempt before exiting; retries left over are made by the next
+    ``fnplane run`` on the same state folder.
+    """
     from fnplane.invoke import Invoker
 
     invoker = Invoker(load_app(target), Settings.load())
     try:
         if is_async:
-            print(json.dumps({"requestId": await invoker.invoke_async(name, payload)}))
+            request_id = await invoker.invoke_async(name, payload, event_id=event_id)
+            print(json.dumps({"requestId": request_id}))
             await invoker.drain(invoker.settings.grace)
             return 0
         result = await invoker.invoke(name, payload)
@@ -218,10 +242,17 @@ async def invoke_local(
 
 
 def invoke_remote(
-    url: str, name: str, payload: Any, is_async: bool, api_key: str | None
+    url: str,
+    name: str,
+    payload: Any,
+    is_async: bool,
+    event_id: str | None,
+    api_key: str | None,
 ) -> int:
     """Call the Invoke API of a running platform."""
     headers = {"X-Amz-Invocation-Type": "Event" if is_async else "RequestResponse"}
+    if event_id:
+        headers["X-Fnplane-Event-Id"] = event_id
     reply, response_headers = http_call(
         f"{url.rstrip('/')}/2015-03-31/functions/{name}/invocations",
         json.dumps(payload).encode(),
@@ -327,6 +358,8 @@ def describe_trigger(trigger: dict[str, Any]) -> str:
     """A short human form of a trigger summary."""
     if trigger.get("type") == "http":
         return f"{'|'.join(trigger['methods'])} {trigger['path']}"
+    if trigger.get("type") == "file":
+        return f"file {trigger['folder']}/{'|'.join(trigger['patterns'])}"
     return json.dumps(trigger)
 
 

@@ -39,6 +39,8 @@ class Settings:
     max_body_bytes: int = SYNC_PAYLOAD_LIMIT_BYTES
     api_key: str | None = None
     state_dir: str = ".fnplane"
+    async_queue: str = "sqlite"
+    async_dedup_window: float = 3600.0
 
     @classmethod
     def load(cls, root: Path | None = None, **overrides: Any) -> Settings:

@@ -81,9 +81,18 @@ class Context:
         result = await self._require_invoker().invoke(function, payload)
         return result.unwrap()
 
-    async def invoke_async(self, function: str, payload: Any = None) -> str:
-        """Queue an asynchronous invocation of another function; return its id."""
-        return await self._require_invoker().invoke_async(function, payload)
+    async def invoke_async(
+        self, function: str, payload: Any = None, *, event_id: str | None = None
+    ) -> str:
+        """Queue an asynchronous invocation of another function; return its
+        request id once the event is stored.
+
+        The target's retries and destinations apply. ``event_id`` makes the
+        call idempotent: the same id is accepted once within the dedup window.
+        """
+        return await self._require_invoker().invoke_async(
+            function, payload, event_id=event_id
+        )
 
     async def start_execution(self, state_machine: str, input: Any = None) -> Any:
         """Start a workflow execution: Standard ones answer their ARN at once,

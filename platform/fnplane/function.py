@@ -11,6 +11,7 @@ from datetime import timedelta
 from typing import Any
 
 from fnplane.errors import RegistrationError
+from fnplane.policy import AsyncPolicy
 
 Handler = Callable[[Any, Any], Any]
 Hook = Callable[[], Awaitable[None] | None]
@@ -50,6 +51,7 @@ class Function:
     init_hooks: list[Hook] = field(default_factory=list)
     shutdown_hooks: list[Hook] = field(default_factory=list)
     triggers: list[Trigger] = field(default_factory=list)
+    async_policy: AsyncPolicy = field(default_factory=AsyncPolicy)
     is_async: bool = False
 
     def __post_init__(self) -> None:
@@ -67,6 +69,7 @@ class Function:
             "timeout": self.timeout_s,
             "concurrency": self.concurrency,
             "memory": self.memory_mb,
+            "async": self.async_policy.describe(),
             "triggers": [trigger.describe() for trigger in self.triggers],
         }
 

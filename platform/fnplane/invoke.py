@@ -156,13 +156,13 @@ class Invoker:
         settings: Settings | None = None,
         metrics: Metrics | None = None,
     ) -> None:
-        from fnplane.asyncq import InMemoryAsyncQueue
+        from fnplane.asyncq import create_async_queue
         from fnplane.config import Settings
 
         self.app = app
         self.settings = settings or Settings()
         self.metrics = metrics or Metrics()
-        self.async_queue: AsyncQueue = InMemoryAsyncQueue(self)
+        self.async_queue: AsyncQueue = create_async_queue(self, self.settings)
         self.workflows: WorkflowHost | None = None
         self._executor = ThreadPoolExecutor(
             self.settings.threads, thread_name_prefix="fnplane-handler"
@@ -231,12 +231,22 @@ class Invoker:
         return result
 
     async def invoke_async(
-        self, name: str, event: Any = None, *, request_id: str | None = None
+        self,
+        name: str,
+        event: Any = None,
+        *,
+        request_id: str | None = None,
+        event_id: str | None = None,
     ) -> str:
-        """Queue an asynchronous invocation; return its request id at once."""
+        """Queue an asynchronous invocation; return its request id once stored.
+
+        ``event_id`` is accepted once within the dedup window (a repeat is
+        not queued again). Raises ``FunctionNotFoundError`` for an unknown
+        name and ``EventEncodingError`` if the event is not JSON.
+        """
         self.app.get(name)
         request_id = request_id or new_request_id()
-        await self.async_queue.submit(name, event, request_id)
+        await self.async_queue.submit(name, event, request_id, event_id)
         return request_id
 
     async def _wait_for_slot(self, stats: FunctionStats, limit: int) -> None:
@@ -255,7 +265,9 @@ class Invoker:
         return True
 
     async def shutdown(self) -> None:
-        """Run every started environment's shutdown hooks, then the app's."""
+        """Close the async queue, then run every started environment's shutdown
+        hooks, then the app's."""
+        await self.async_queue.close()
         environments = list(self._environments.values())
         for environment in environments:
             await environment.shutdown()

@@ -97,6 +97,8 @@ class Platform:
         self._check_routes()
         self.app.platform = self
         await self._start_workflows()
+        # The queue resumes stored events before any source accepts new ones.
+        await self.invoker.async_queue.start()
         http = HttpSource(self.invoker, self.api, reuse_port=reuse_port)
         self.sources.append(http)
         for kind in source_kinds(self.app):

@@ -1,0 +1,341 @@
+"""The file-drop source on a real filesystem: completeness, once-only, disposition."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from structlog.testing import capture_logs
+
+from fnplane import App
+from fnplane.config import Settings
+from fnplane.errors import FnplaneError, RegistrationError
+from fnplane.events.s3 import S3Event
+from fnplane.policy import Backoff
+from fnplane.runner import Platform
+
+FAST = Backoff(base=0.01, cap=0.02)
+
+
+async def wait_for(condition: Callable[[], Any], timeout_s: float = 15.0) -> None:
+    """Poll ``condition`` until it is true, or fail after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout_s} s")
+        await asyncio.sleep(0.01)
+
+
+def names(folder: Path) -> list[str]:
+    """File names in ``folder`` (not subfolders), sorted."""
+    if not folder.is_dir():
+        return []
+    return sorted(entry.name for entry in folder.iterdir() if entry.is_file())
+
+
+async def test_slow_write_fires_once_after_the_last_chunk(
+    start_platform: Any, tmp_path: Path
+) -> None:
+    """A file written in small chunks over two seconds fires once, complete."""
+    inbox = tmp_path / "inbox"
+    app = App()
+    calls: list[tuple[int, float]] = []
+
+    @app.on_file(inbox, settle=0.5)
+    def handle(event: S3Event, context: Any) -> None:
+        calls.append((event.size, time.time()))
+
+    await start_platform(app)
+    chunk = b"x" * 1000
+    with (inbox / "slow.bin").open("wb") as file:
+        for _ in range(20):
+            file.write(chunk)
+            file.flush()
+            await asyncio.sleep(0.1)
+        last_write_s = time.time()
+    await wait_for(lambda: names(inbox / "processed") == ["slow.bin"])
+    assert len(calls) == 1
+    size, started_s = calls[0]
+    assert size == 20_000
+    assert started_s >= last_write_s
+
+
+async def test_file_renamed_into_folder_fires_once(
+    start_platform: Any, tmp_path: Path
+) -> None:
+    """An atomic rename (write elsewhere, then move in) fires exactly once."""
+    inbox, outside = tmp_path / "inbox", tmp_path / "outside"
+    outside.mkdir()
+    app = App()
+    keys: list[str] = []
+
+    @app.on_file(inbox)
+    def handle(event: S3Event, context: Any) -> None:
+        keys.append(event.key)
+
+    await start_platform(app)
+    (outside / "report.csv").write_text("a,b\n")
+    os.rename(outside / "report.csv", inbox / "report.csv")
+    (inbox / "data.json.part").write_text("{}")
+    os.rename(inbox / "data.json.part", inbox / "data.json")
+    await wait_for(lambda: len(names(inbox / "processed")) == 2)
+    assert sorted(keys) == ["data.json", "report.csv"]
+
+
+async def test_temporary_files_never_fire(start_platform: Any, tmp_path: Path) -> None:
+    """Partial, temporary, editor and hidden names are ignored by default."""
+    inbox = tmp_path / "inbox"
+    app = App()
+    keys: list[str] = []
+
+    @app.on_file(inbox)
+    def handle(event: S3Event, context: Any) -> None:
+        keys.append(event.key)
+
+    platform = await start_platform(app)
+    for name in ("a.part", "b.tmp", "c.txt~", ".d.swp", ".hidden", "e.partial"):
+        (inbox / name).write_text("temp")
+    (inbox / "real.txt").write_text("real")
+    await wait_for(lambda: keys == ["real.txt"])
+    [source] = [s for s in platform.sources if hasattr(s, "watches")]
+    source.watches[0].request_scan("test")
+    await wait_for(lambda: names(inbox / "processed") == ["real.txt"])
+    assert keys == ["real.txt"]
+    assert len(names(inbox)) == 6
+
+
+async def test_thousand_files_each_handled_exactly_once(
+    start_platform: Any, tmp_path: Path
+) -> None:
+    """1,000 files dropped at once are each handled once and end in processed/."""
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    app = App()
+    counts: Counter[str] = Counter()
+
+    @app.on_file(inbox)
+    async def handle(event: S3Event, context: Any) -> None:
+        counts[event.key] += 1
+
+    await start_platform(app)
+    for number in range(1000):
+        (inbox / f"f{number:04d}.dat").write_bytes(b"%d" % number)
+    await wait_for(lambda: len(names(inbox / "processed")) == 1000, timeout_s=30)
+    assert len(counts) == 1000
+    assert set(counts.values()) == {1}
+    assert names(inbox) == []
+
+
+async def test_fails_twice_then_succeeds_ends_in_processed(
+    start_platform: Any, tmp_path: Path
+) -> None:
+    """Three attempts, then the file moves to processed/."""
+    inbox = tmp_path / "inbox"
+    app = App()
+    attempts: list[int] = []
+
+    @app.on_file(inbox, backoff=FAST)
+    def handle(event: S3Event, context: Any) -> None:
+        attempts.append(context.attempt)
+        if context.attempt < 3:
+            raise RuntimeError("transient")
+
+    await start_platform(app)
+    (inbox / "order.json").write_text('{"id": 1}')
+    await wait_for(lambda: names(inbox / "processed") == ["order.json"])
+    assert attempts == [1, 2, 3]
+    assert names(inbox / "failed") == []
+
+
+async def test_always_failing_file_moves_to_failed_with_record(
+    start_platform: Any, tmp_path: Path
+) -> None:
+    """Three attempts, then failed/<name> with <name>.error.json beside it and
+    a record in the on_failure destination."""
+    inbox, dlq = tmp_path / "inbox", tmp_path / "dlq"
+    app = App()
+    attempts: list[int] = []
+
+    @app.on_file(inbox, backoff=FAST, on_failure=f"folder:{dlq}")
+    def handle(event: S3Event, context: Any) -> None:
+        attempts.append(context.attempt)
+        raise ValueError("cannot parse")
+
+    await start_platform(app)
+    (inbox / "bad.csv").write_text("garbage")
+    await wait_for(
+        lambda: len(names(inbox / "failed")) == 2 and list(dlq.glob("*.json"))
+    )
+    assert attempts == [1, 2, 3]
+    assert names(inbox / "failed") == ["bad.csv", "bad.csv.error.json"]
+    error = json.loads((inbox / "failed" / "bad.csv.error.json").read_text())
+    assert error["requestContext"]["condition"] == "RetriesExhausted"
+    assert error["responsePayload"]["errorType"] == "ValueError"
+    [record] = [json.loads(path.read_text()) for path in dlq.glob("*.json")]
+    s3 = record["requestPayload"]["Records"][0]["s3"]
+    assert s3["object"]["key"] == "bad.csv"
+    assert record["requestContext"]["approximateInvokeCount"] == 3
+
+
+async def test_catch_up_at_start_and_no_second_run_after_restart(
+    start_platform: Any, tmp_path: Path, settings: Settings
+) -> None:
+    """Files dropped while down are handled at start; a restart does not handle
+    files whose disposition is done (moved, or left and remembered)."""
+    moved, left = tmp_path / "moved", tmp_path / "left"
+    for folder in (moved, left):
+        folder.mkdir()
+        (folder / "early.txt").write_text("before start")
+    handled: list[str] = []
+
+    def build() -> App:
+        app = App()
+
+        @app.on_file(moved)
+        def move_it(event: S3Event, context: Any) -> None:
+            handled.append(f"moved/{event.key}")
+
+        @app.on_file(left, disposition="leave")
+        def leave_it(event: S3Event, context: Any) -> None:
+            handled.append(f"left/{event.key}")
+
+        return app
+
+    first = await start_platform(build())
+    await wait_for(lambda: len(handled) == 2)
+    await first.stop()
+    assert sorted(handled) == ["left/early.txt", "moved/early.txt"]
+    assert names(left) == ["early.txt"]
+
+    (moved / "later.txt").write_text("after restart")
+    await start_platform(build(), settings)
+    await wait_for(lambda: len(handled) == 3)
+    await wait_for(lambda: names(moved / "processed") == ["early.txt", "later.txt"])
+    assert sorted(handled) == ["left/early.txt", "moved/early.txt", "moved/later.txt"]
+
+
+async def test_delete_disposition_and_recursive_keys(
+    start_platform: Any, tmp_path: Path
+) -> None:
+    """disposition='delete' removes the file; recursive keys are relative paths."""
+    inbox = tmp_path / "inbox"
+    (inbox / "2024" / "05").mkdir(parents=True)
+    app = App()
+    keys: list[str] = []
+
+    @app.on_file(inbox, recursive=True, disposition="delete", patterns="*.log")
+    def handle(event: S3Event, context: Any) -> None:
+        keys.append(event.key)
+
+    await start_platform(app)
+    (inbox / "2024" / "05" / "app.log").write_text("line\n")
+    (inbox / "2024" / "notes.txt").write_text("not a log")
+    await wait_for(lambda: keys == ["2024/05/app.log"])
+    await wait_for(lambda: not (inbox / "2024" / "05" / "app.log").exists())
+    assert (inbox / "2024" / "notes.txt").exists()
+
+
+async def test_s3_event_shape_with_spaces_and_non_ascii(
+    start_platform: Any, tmp_path: Path
+) -> None:
+    """The event is an S3 ObjectCreated:Put notification; accessors decode the key."""
+    inbox = tmp_path / "drop zone"
+    app = App()
+    events: list[tuple[dict[str, Any], str, bytes, str]] = []
+
+    @app.on_file(inbox)
+    def handle(event: S3Event, context: Any) -> None:
+        with event.open() as file:
+            events.append((dict(event), event.key, file.read(), event.bucket))
+
+    await start_platform(app)
+    (inbox / "relevé de compte.txt").write_text("€ 12", encoding="utf-8")
+    await wait_for(lambda: events)
+    raw, key, content, bucket = events[0]
+    record = raw["Records"][0]
+    assert record["eventSource"] == "aws:s3"
+    assert record["eventName"] == "ObjectCreated:Put"
+    assert record["s3"]["bucket"]["name"] == "drop zone" == bucket
+    assert record["s3"]["object"]["key"] == "relev%C3%A9+de+compte.txt"
+    assert record["s3"]["object"]["size"] == len("€ 12".encode())
+    assert record["s3"]["object"]["eTag"]
+    assert record["s3"]["object"]["sequencer"]
+    assert key == "relevé de compte.txt"
+    assert content == "€ 12".encode()
+
+
+async def test_file_deleted_before_its_turn_is_skipped(
+    start_platform: Any, tmp_path: Path
+) -> None:
+    """A file gone when its turn comes is skipped with a log line, not retried."""
+    inbox = tmp_path / "inbox"
+    app = App()
+    release = asyncio.Event()
+    keys: list[str] = []
+
+    @app.on_file(inbox, concurrency=1)
+    async def handle(event: S3Event, context: Any) -> None:
+        keys.append(event.key)
+        await release.wait()
+
+    platform = await start_platform(app)
+    received = 'fnplane_async_events_received_total{function="handle"} 2.0'
+    with capture_logs() as logs:
+        (inbox / "first.txt").write_text("1")
+        await wait_for(lambda: keys == ["first.txt"])
+        (inbox / "second.txt").write_text("2")
+        await wait_for(lambda: received in platform.invoker.metrics.render().decode())
+        (inbox / "second.txt").unlink()
+        release.set()
+        await wait_for(
+            lambda: any(log["event"] == "files.skipped_missing" for log in logs)
+        )
+    assert keys == ["first.txt"]
+
+
+async def test_missing_folder_is_created_or_refused(
+    start_platform: Any, tmp_path: Path, settings: Settings
+) -> None:
+    """A missing folder is created by default; with create=False start fails."""
+    created = tmp_path / "new" / "inbox"
+    app = App()
+
+    @app.on_file(created)
+    def handle(event: S3Event, context: Any) -> None:
+        return None
+
+    await start_platform(app)
+    assert created.is_dir()
+
+    strict = App()
+
+    @strict.on_file(tmp_path / "absent", create=False)
+    def handle_strict(event: S3Event, context: Any) -> None:
+        return None
+
+    platform = Platform(strict, settings)
+    try:
+        with pytest.raises(FnplaneError, match="does not exist"):
+            await platform.start()
+    finally:
+        await platform.stop()
+
+
+def test_bad_file_options_fail_at_decoration(tmp_path: Path) -> None:
+    """Unknown events, dispositions and settle values are refused with choices."""
+    app = App()
+    with pytest.raises(RegistrationError, match="events must be some of"):
+        app.on_file(tmp_path, events=("changed",))
+    with pytest.raises(RegistrationError, match="disposition must be one of"):
+        app.on_file(tmp_path, disposition="archive")
+    with pytest.raises(RegistrationError, match="settle must be more than 0"):
+        app.on_file(tmp_path, settle=0)
+    with pytest.raises(RegistrationError, match="retries must be"):
+        app.on_file(tmp_path, retries=-1, name="f")(lambda event, context: None)

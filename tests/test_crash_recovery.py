@@ -1,0 +1,204 @@
+"""Nothing accepted is lost when ``fnplane run`` is killed with SIGKILL.
+
+Each test runs the platform as a real subprocess, kills it with ``kill -9``
+in the middle of the work, starts it again on the same state folder and
+waits until every file or event is handled (at least once).
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+FUNCTIONS = textwrap.dedent(
+    """
+    import asyncio
+    import os
+
+    from fnplane import App
+
+    app = App()
+    LOG = os.environ["CRASH_LOG"]
+
+
+    def record(line):
+        with open(LOG, "a", encoding="utf-8") as log:
+            log.write(line + "\\n")
+
+
+    @app.on_file(os.environ["CRASH_INBOX"], settle=0.2)
+    def on_drop(event, context):
+        record("file " + event.key)
+
+
+    @app.http("POST", "/work", concurrency=2)
+    async def work(event, context):
+        await asyncio.sleep(0.005)
+        record("http " + str(event.json()["n"]))
+    """
+)
+START_TIMEOUT_S = 20.0
+DONE_TIMEOUT_S = 60.0
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class RunningPlatform:
+    """``fnplane run`` in a subprocess, restartable on the same state folder."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.port = free_port()
+        self.functions = tmp / "crash_functions.py"
+        self.functions.write_text(FUNCTIONS)
+        self.log = tmp / "handled.log"
+        self.inbox = tmp / "inbox"
+        self.process: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+
+    def start(self) -> None:
+        """Start and wait until the platform answers /health."""
+        self.starts += 1
+        env = {
+            **os.environ,
+            "CRASH_LOG": str(self.log),
+            "CRASH_INBOX": str(self.inbox),
+        }
+        with (self.tmp / f"platform-{self.starts}.log").open("wb") as output:
+            self.process = subprocess.Popen(
+                [
+                    *fnplane_command(), "run", str(self.functions),
+                    "--port", str(self.port),
+                    "--state-dir", str(self.tmp / "state"),
+                    "--log-level", "warning",
+                ],
+                cwd=self.tmp, env=env, stdout=output, stderr=subprocess.STDOUT,
+            )  # fmt: skip
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            assert self.process.poll() is None, "fnplane run exited during start"
+            try:
+                urllib.request.urlopen(
+                    f"http://127.0.0.1:{self.port}/health", timeout=1
+                )
+                return
+            except OSError:
+                time.sleep(0.05)
+        raise AssertionError("fnplane run did not answer /health in time")
+
+    def kill(self) -> None:
+        """``kill -9``: no shutdown, no drain, nothing flushed."""
+        assert self.process is not None
+        os.kill(self.process.pid, signal.SIGKILL)
+        self.process.wait()
+
+    def stop(self) -> None:
+        """Stop gracefully if still running."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def handled(self, kind: str) -> set[str]:
+        """Names or numbers the handler recorded for ``kind`` (file or http)."""
+        if not self.log.exists():
+            return set()
+        lines = self.log.read_text(encoding="utf-8").splitlines()
+        return {line.split(" ", 1)[1] for line in lines if line.startswith(kind + " ")}
+
+
+def fnplane_command() -> list[str]:
+    """The venv's ``fnplane`` console script (or the module, if not installed)."""
+    script = Path(sys.executable).with_name("fnplane")
+    if script.exists():
+        return [str(script)]
+    return [sys.executable, "-m", "fnplane.cli"]
+
+
+@pytest.fixture
+def platform(tmp_path: Path) -> Iterator[RunningPlatform]:
+    """A subprocess platform, stopped at the end of the test."""
+    running = RunningPlatform(tmp_path)
+    yield running
+    running.stop()
+
+
+def wait_until(condition: object, what: str) -> None:
+    """Poll ``condition`` (a callable) until true, or fail saying ``what``."""
+    deadline = time.monotonic() + DONE_TIMEOUT_S
+    while not condition():  # type: ignore[operator]
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not done within {DONE_TIMEOUT_S} s: {what}")
+        time.sleep(0.05)
+
+
+def test_files_dropped_around_a_kill_are_all_handled(
+    platform: RunningPlatform,
+) -> None:
+    """kill -9 in the middle of a 500-file drop, then restart: every file is
+    handled and ends in processed/, none is lost."""
+    platform.inbox.mkdir()
+    platform.start()
+    names = [f"drop {number:03d}.txt" for number in range(500)]
+    for name in names[:250]:
+        (platform.inbox / name).write_text(name)
+    platform.kill()
+    for name in names[250:]:
+        (platform.inbox / name).write_text(name)
+
+    platform.start()
+    processed = platform.inbox / "processed"
+    wait_until(lambda: platform.handled("file") >= set(names), "every file handled")
+    wait_until(
+        lambda: processed.is_dir() and len(list(processed.iterdir())) == 500,
+        "every file in processed/",
+    )
+    assert [p for p in platform.inbox.iterdir() if p.is_file()] == []
+
+
+def test_http_events_accepted_before_a_kill_are_delivered(
+    platform: RunningPlatform,
+) -> None:
+    """Every Event invocation answered 202 before kill -9 runs after restart."""
+    platform.start()
+    connection = http.client.HTTPConnection("127.0.0.1", platform.port, timeout=10)
+    for number in range(200):
+        connection.request(
+            "POST",
+            "/work",
+            body=json.dumps({"n": number}),
+            headers={
+                "X-Fnplane-Invocation-Type": "Event",
+                "Content-Type": "application/json",
+            },
+        )
+        response = connection.getresponse()
+        response.read()
+        assert response.status == 202
+    connection.close()
+    platform.kill()
+    assert len(platform.handled("http")) < 200, "the kill came too late to prove it"
+
+    platform.start()
+    expected = {str(number) for number in range(200)}
+    wait_until(lambda: platform.handled("http") >= expected, "every event handled")
