@@ -225,3 +225,54 @@ def test_help_on_each_command() -> None:
             [FNPLANE, command, "--help"], capture_output=True, text=True, check=False
         )
         assert completed.returncode == 0 and "usage: fnplane" in completed.stdout
+
+
+STUCK_APP = textwrap.dedent(
+    """
+    import threading
+    from fnplane import App
+
+    app = App()
+    forever = threading.Event()
+
+    @app.http("GET", "/stuck", timeout=0.5)
+    def stuck(event, context):
+        forever.wait()
+
+    @app.function(shutdown=lambda: forever.wait())
+    def hangs_on_shutdown(event, context):
+        return "ok"
+    """
+)
+
+
+def test_stuck_threads_do_not_hold_the_process_past_grace(
+    tmp_path: Path, unused_port: int
+) -> None:
+    """A timed-out sync handler and a hook past its 2 s cap cannot be stopped;
+    the process still exits 0 soon after its grace period."""
+    (tmp_path / "stuck.py").write_text(STUCK_APP)
+    process = subprocess.Popen(
+        [FNPLANE, "run", "stuck.py", "--port", str(unused_port), "--grace", "1"],
+        cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{unused_port}"
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while True:
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=1):
+                break
+        except OSError:
+            assert time.monotonic() < deadline and process.poll() is None
+            time.sleep(0.05)
+    assert get(f"{url}/stuck")[0] == 504
+    body = b"{}"
+    request = urllib.request.Request(
+        f"{url}/2015-03-31/functions/hangs_on_shutdown/invocations", data=body
+    )
+    with urllib.request.urlopen(request, timeout=5) as response:
+        assert response.read() == b'"ok"'
+    stopped_at = time.monotonic()
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=10) == 0
+    assert time.monotonic() - stopped_at < 6

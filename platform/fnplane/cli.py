@@ -184,7 +184,9 @@ def command_run(args: argparse.Namespace) -> int:
     )
     logs.configure(settings.log_format, settings.log_level)
     app = load_app(args.target)
-    asyncio.run(run_until_signalled(Platform(app, settings)))
+    # Not asyncio.run: closing the loop joins the default executor's threads.
+    loop = asyncio.new_event_loop()
+    loop.run_until_complete(run_until_signalled(Platform(app, settings)))
     # The platform has drained and run its shutdown hooks. Threads of sync
     # handlers or hooks that outlived their limits cannot be stopped, and the
     # interpreter would wait for them at exit, past the grace period; like a
