@@ -217,6 +217,7 @@ def test_registration_error_is_one_line(tmp_path: Path) -> None:
     completed = run_fnplane("run", "dup.py", cwd=tmp_path)
     assert completed.returncode == 1
     assert "already registered by function 'x'" in completed.stderr
+    assert "dup.py, line 4" in completed.stderr, "points at the user's line"
 
 
 def test_help_on_each_command() -> None:

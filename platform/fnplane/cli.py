@@ -16,6 +16,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -322,7 +323,8 @@ def command_executions(args: argparse.Namespace) -> int:
         listed = step_functions(args, "ListExecutions", request)["executions"]
         for execution in listed:
             arn, status = execution["executionArn"], execution["status"]
-            print(f"{arn}\t{status}\t{execution['startDate']}")
+            started = datetime.fromtimestamp(execution["startDate"], UTC)
+            print(f"{arn}\t{status}\t{started.isoformat(timespec='seconds')}")
     return 0
 
 

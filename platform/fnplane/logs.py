@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import traceback
 from collections.abc import MutableMapping
 from contextvars import ContextVar
 from typing import Any
@@ -19,6 +20,10 @@ import structlog
 TAIL_LIMIT_BYTES = 4096
 LOG_FORMATS = ("console", "json")
 LOG_LEVELS = ("debug", "info", "warning", "error")
+
+SKIPPED_IN_TAIL = frozenset(
+    {"event", "timestamp", "function", "request_id", "exc_info"}
+)
 
 log_capture: ContextVar[list[str] | None] = ContextVar("log_capture", default=None)
 
@@ -32,9 +37,12 @@ def capture_for_tail(
         fields = " ".join(
             f"{key}={value}"
             for key, value in event_dict.items()
-            if key not in ("event", "timestamp", "function", "request_id")
+            if key not in SKIPPED_IN_TAIL
         )
         buffer.append(f"[{method.upper()}] {event_dict.get('event')} {fields}".rstrip())
+        error = event_dict.get("exc_info")
+        if isinstance(error, BaseException):
+            buffer.append("".join(traceback.format_exception(error)).rstrip())
     return event_dict
 
 

@@ -105,6 +105,11 @@ class Platform:
             self.sources.append(create_source(kind, self.invoker))
         for source in self.sources:
             await source.start()
+        if not self.app.functions:
+            logger.warning(
+                "platform.no_functions",
+                hint="decorate handlers with @app.function(), @app.http(...)...",
+            )
         logger.info(
             "platform.started",
             functions=sorted(self.app.functions),
