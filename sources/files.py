@@ -455,8 +455,8 @@ class FolderWatch:
             return
         self._remember(event_id, path)
         request_id = new_request_id()
-        event = self._event(path, info, request_id)
         try:
+            event = self._event(path, info, request_id)
             await self._queue.submit(
                 self.function, event, request_id, event_id, self._remember_s
             )
@@ -488,9 +488,11 @@ class FolderWatch:
             f"{self.function}\0{path}\0{info.st_ino}\0{info.st_size}\0"
             f"{info.st_mtime_ns}"
         )
-        return (
-            "file-" + hashlib.sha1(identity.encode(), usedforsecurity=False).hexdigest()
+        # A name that is not UTF-8 holds surrogates: encode them back to bytes.
+        digest = hashlib.sha1(
+            identity.encode("utf-8", "surrogateescape"), usedforsecurity=False
         )
+        return "file-" + digest.hexdigest()
 
     def _event(self, path: str, info: os.stat_result, request_id: str) -> S3Event:
         key = path[len(self._root_prefix) :].replace(os.sep, "/")
@@ -630,7 +632,11 @@ class FolderWatch:
             target = self._move(path, self.failed)
             error_path = target.with_name(target.name + ERROR_RECORD_SUFFIX)
             text = json.dumps(record, indent=2, ensure_ascii=False, default=str)
-            await asyncio.to_thread(error_path.write_text, text, "utf-8")
+            # A surrogate (from a name that is not UTF-8) is written as its
+            # JSON escape, \udcXX, so the record stays valid JSON.
+            await asyncio.to_thread(
+                error_path.write_text, text, "utf-8", "backslashreplace"
+            )
         except OSError as exc:
             logger.error(
                 "files.fail_move_failed",

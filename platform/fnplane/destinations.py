@@ -217,8 +217,13 @@ class DestinationSender:
 
 
 def dump(record: dict[str, Any]) -> bytes:
-    """A record as compact UTF-8 JSON."""
-    return json.dumps(record, separators=(",", ":"), ensure_ascii=False).encode()
+    """A record as compact UTF-8 JSON.
+
+    A surrogate (from a file name that is not UTF-8) is written as its JSON
+    escape, so the record stays valid JSON.
+    """
+    text = json.dumps(record, separators=(",", ":"), ensure_ascii=False)
+    return text.encode("utf-8", "backslashreplace")
 
 
 def write_record(folder: Path, record: dict[str, Any]) -> Path:

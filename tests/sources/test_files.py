@@ -271,6 +271,46 @@ async def test_s3_event_shape_with_spaces_and_non_ascii(
     assert content == "€ 12".encode()
 
 
+async def test_name_that_is_not_utf8_fires_fails_cleanly_and_the_folder_goes_on(
+    start_platform: Any, tmp_path: Path
+) -> None:
+    """A file name of raw bytes (not UTF-8) fires like any other, S3-encoded;
+    failing, it lands in failed/ with a readable record; later files fire."""
+    inbox = tmp_path / "inbox"
+    app = App()
+    seen: list[tuple[str, str, bytes]] = []
+
+    destination = tmp_path / "failures"
+
+    @app.on_file(inbox, retries=0, on_failure=f"folder:{destination}")
+    def handle(event: S3Event, context: Any) -> None:
+        raw_key = event["Records"][0]["s3"]["object"]["key"]
+        seen.append((raw_key, event.key, event.read_bytes()))
+        if raw_key != "after.txt":
+            raise ValueError(f"cannot read {event.key}")
+
+    await start_platform(app)
+    raw_name = b"caf\xe9 \xff.txt"
+    with open(os.fsencode(inbox) + b"/" + raw_name, "wb") as file:
+        file.write(b"latin-1")
+    await wait_for(lambda: len(seen) == 1)
+    (inbox / "after.txt").write_text("utf-8")
+    await wait_for(lambda: len(seen) == 2)
+    assert seen[0] == ("caf%E9+%FF.txt", os.fsdecode(raw_name), b"latin-1")
+    assert seen[1] == ("after.txt", "after.txt", b"utf-8")
+    failed = os.fsencode(inbox / "failed")
+    await wait_for(lambda: len(names(inbox / "failed")) == 2)
+    assert sorted(os.listdir(failed)) == [raw_name, raw_name + b".error.json"]
+    with open(failed + b"/" + raw_name + b".error.json", encoding="utf-8") as file:
+        record = json.load(file)
+    assert record["responsePayload"]["errorType"] == "ValueError"
+    assert record["responsePayload"]["errorMessage"].endswith(os.fsdecode(raw_name))
+    await wait_for(lambda: len(names(destination)) == 1)
+    sent = json.loads((destination / names(destination)[0]).read_text("utf-8"))
+    assert sent["responsePayload"] == record["responsePayload"]
+    await wait_for(lambda: names(inbox / "processed") == ["after.txt"])
+
+
 async def test_file_deleted_before_its_turn_is_skipped(
     start_platform: Any, tmp_path: Path
 ) -> None:

@@ -40,8 +40,11 @@ def encode_event(event: Any) -> tuple[str, str]:
         kind, document = S3_KIND, event.to_payload()
     else:
         kind, document = JSON_KIND, event
+    # A file path may hold surrogates (a name that is not UTF-8): escape
+    # them, as the store keeps UTF-8 text.
+    ascii_only = kind == S3_KIND
     try:
-        text = json.dumps(document, separators=(",", ":"), ensure_ascii=False)
+        text = json.dumps(document, separators=(",", ":"), ensure_ascii=ascii_only)
     except (TypeError, ValueError) as exc:
         raise EventEncodingError(
             f"an asynchronous event must be JSON-serialisable to be stored "

@@ -57,7 +57,8 @@ class S3Event(Mapping[str, Any]):
     @property
     def key(self) -> str:
         """The file's path relative to the watched folder, decoded."""
-        return unquote_plus(self._event["Records"][0]["s3"]["object"]["key"])
+        key = self._event["Records"][0]["s3"]["object"]["key"]
+        return unquote_plus(key, errors="surrogateescape")
 
     @property
     def size(self) -> int:
@@ -135,7 +136,7 @@ def s3_notification(
                         "arn": f"arn:aws:s3:::{bucket}",
                     },
                     "object": {
-                        "key": quote_plus(key, safe="/"),
+                        "key": quote_plus(key, safe="/", errors="surrogateescape"),
                         "size": size,
                         "eTag": etag,
                         "sequencer": sequencer,
