@@ -31,7 +31,6 @@ import argparse
 import asyncio
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -142,7 +141,6 @@ def run_contestant(name: str, files: int) -> dict[str, Any]:
     folder = root / "inbox"
     folder.mkdir()
     ready, result = root / "ready", root / "result.json"
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     process = subprocess.Popen(
         [
             sys.executable, "-c", CONTESTANTS[name],
@@ -159,11 +157,15 @@ def run_contestant(name: str, files: int) -> dict[str, Any]:
         time.sleep(0.01)
 
     closed = drop_files(folder, files)
-    process.wait(timeout=DONE_TIMEOUT_S)
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    # The contestant ends by itself (done, or DONE_TIMEOUT_S); wait4 gives
+    # its own resource use, peak memory included (ru_maxrss, KiB on Linux).
+    _, status, usage = os.wait4(process.pid, 0)
+    process.returncode = os.waitstatus_to_exitcode(status)
     seen: dict[str, float] = json.loads(result.read_text())
-    cpu_s = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return summarise(name, closed, seen, cpu_s)
+    cpu_s = usage.ru_utime + usage.ru_stime
+    return summarise(name, closed, seen, cpu_s) | {
+        "peak_rss_mb": usage.ru_maxrss / 1024
+    }
 
 
 def summarise(
@@ -206,7 +208,8 @@ def file_rounds(files: int, rounds: int) -> None:
                 f"round {round_number + 1} {name:9s} handled {result['handled']:6d} "
                 f"lost {result['lost']:5d}  {result['rate']:9.0f} files/s  "
                 f"p50 {result['p50_ms']:7.2f} ms  p99 {result['p99_ms']:8.2f} ms  "
-                f"CPU {result['cpu_us_per_file']:6.0f} us/file"
+                f"CPU {result['cpu_us_per_file']:6.0f} us/file  "
+                f"peak RSS {result['peak_rss_mb']:5.0f} MB"
             )
         ratio = results["fnplane"]["rate"] / max(results["watchdog"]["rate"], 1e-9)
         ratios.append(ratio)
