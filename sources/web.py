@@ -25,6 +25,7 @@ from fnplane.api import (
     error_response,
     json_response,
 )
+from fnplane.errors import FnplaneError
 from fnplane.events.http_request import HttpRequest
 from fnplane.events.http_response import HttpReply, ResponseError, to_reply
 from fnplane.invoke import InvocationResult, Outcome, new_request_id
@@ -230,6 +231,10 @@ def reply_response(reply: HttpReply, request_id: str) -> web.Response:
     return web.Response(status=reply.status, body=reply.body, headers=headers)
 
 
+class ListenError(FnplaneError, OSError):
+    """The HTTP server cannot bind its address (in use, or not this host's)."""
+
+
 def bind_socket(host: str, port: int, reuse_port: bool = False) -> socket.socket:
     """A listening TCP socket; ``reuse_port`` lets worker processes share it.
 
@@ -241,7 +246,14 @@ def bind_socket(host: str, port: int, reuse_port: bool = False) -> socket.socket
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     if reuse_port:
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    listener.bind((host, port))
+    try:
+        listener.bind((host, port))
+    except OSError as exc:
+        listener.close()
+        raise ListenError(
+            f"cannot listen on {host}:{port}: {exc.strerror}; another process "
+            f"(another fnplane run?) may hold it: choose one with --port"
+        ) from exc
     listener.listen(1024)
     listener.setblocking(False)
     return listener

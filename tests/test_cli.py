@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -220,8 +221,24 @@ def test_registration_error_is_one_line(tmp_path: Path) -> None:
     assert "dup.py, line 4" in completed.stderr, "points at the user's line"
 
 
+def test_port_in_use_is_one_clear_line(project: Path) -> None:
+    """Another process on the port: the error names the address, and the
+    parts already started are stopped (no pending-task noise)."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        completed = run_fnplane(
+            "run", "--port", str(port), "--state-dir", "state", cwd=project
+        )
+    assert completed.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{port}" in completed.stderr
+    assert "Task was destroyed" not in completed.stderr
+
+
 def test_help_on_each_command() -> None:
-    for command in ("run", "invoke", "list"):
+    commands = ("run", "invoke", "list", "start-execution", "executions", "history")
+    for command in commands:
         completed = subprocess.run(
             [FNPLANE, command, "--help"], capture_output=True, text=True, check=False
         )

@@ -103,8 +103,16 @@ class Platform:
         self.sources.append(http)
         for kind in source_kinds(self.app):
             self.sources.append(create_source(kind, self.invoker))
-        for source in self.sources:
-            await source.start()
+        try:
+            for source in self.sources:
+                await source.start()
+        except BaseException:
+            # Stop what already runs (the queue's tasks, the journal) so
+            # the error is all the caller sees.
+            if self.workflows is not None:
+                await self.workflows.stop()
+            await self.invoker.shutdown()
+            raise
         if not self.app.functions:
             logger.warning(
                 "platform.no_functions",
