@@ -123,6 +123,34 @@ async def test_http_route_starts_standard_and_express_executions(
     assert status == 500, failed
 
 
+async def test_file_drop_starts_an_execution(start_platform, tmp_path: Path) -> None:
+    """A workflow's handler on a file trigger: the S3 event is the input."""
+    inbox = tmp_path / "inbox"
+    app = App()
+    keys: list[str] = []
+
+    @app.function()
+    def note_key(event, context):
+        keys.append(event["Records"][0]["s3"]["object"]["key"])
+        return {"key": keys[-1]}
+
+    note = {"Type": "Task", "Resource": "note_key", "End": True}
+    machine = app.state_machine(
+        "OnUpload", {"StartAt": "Note", "States": {"Note": note}}
+    )
+    app.on_file(inbox, name="start_on_upload")(machine.handler)
+    platform = await start_platform(app)
+    (inbox / "report 1.csv").write_text("a,b\n")
+    deadline = time.monotonic() + 10
+    while not (inbox / "processed" / "report 1.csv").exists():
+        assert time.monotonic() < deadline, "the file was not handled"
+        await asyncio.sleep(0.02)
+    [execution] = platform.workflows.service.list_executions()
+    record = await platform.workflows.service.wait(execution.arn, 5)
+    assert (record.status, record.output) == ("SUCCEEDED", {"key": "report+1.csv"})
+    assert keys == ["report+1.csv"]
+
+
 async def test_start_execution_from_code(start_platform) -> None:
     app = chain_app()
     with pytest.raises(RuntimeError, match="no platform"):
