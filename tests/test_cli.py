@@ -69,11 +69,16 @@ def run_fnplane(
 def server(
     project: Path, unused_port: int
 ) -> Iterator[tuple[subprocess.Popen[str], str]]:
+    yield from serve(project, unused_port)
+
+
+def serve(project: Path, port: int) -> Iterator[tuple[subprocess.Popen[str], str]]:
+    """``fnplane run`` in ``project`` until it answers /health; killed after."""
     process = subprocess.Popen(
-        [FNPLANE, "run", "--port", str(unused_port), "--grace", "5"],
+        [FNPLANE, "run", "--port", str(port), "--grace", "5"],
         cwd=project, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
-    url = f"http://127.0.0.1:{unused_port}"
+    url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + START_TIMEOUT_S
     while True:
         try:
@@ -219,6 +224,72 @@ def test_registration_error_is_one_line(tmp_path: Path) -> None:
     assert completed.returncode == 1
     assert "already registered by function 'x'" in completed.stderr
     assert "dup.py, line 4" in completed.stderr, "points at the user's line"
+
+
+WORKFLOW_APP = textwrap.dedent(
+    """
+    from fnplane import App
+
+    app = App()
+
+    @app.function()
+    def halve(event, context):
+        if event["n"] % 2:
+            raise ValueError(f"{event['n']} is odd")
+        return {"n": event["n"] // 2}
+
+    app.state_machine(
+        "Halve",
+        {"StartAt": "H", "States": {"H": {"Type": "Task", "Resource": "halve",
+                                          "End": True}}},
+    )
+    """
+)
+
+
+@pytest.fixture
+def workflow_server(
+    tmp_path: Path, unused_port: int
+) -> Iterator[tuple[subprocess.Popen[str], str]]:
+    (tmp_path / "functions").mkdir()
+    (tmp_path / "functions" / "halve.py").write_text(WORKFLOW_APP)
+    yield from serve(tmp_path, unused_port)
+
+
+def test_workflow_commands_start_wait_list_and_show_history(
+    workflow_server: tuple[subprocess.Popen[str], str], tmp_path: Path
+) -> None:
+    """start-execution --wait exits 0 only on success; executions lists both
+    runs; history prints the event types in order."""
+    _, url = workflow_server
+    passed = run_fnplane(
+        "start-execution", "Halve", "--input", '{"n": 8}', "--wait", "--url", url,
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert passed.returncode == 0, passed.stderr
+    described = json.loads(passed.stdout)
+    assert described["status"] == "SUCCEEDED"
+    assert json.loads(described["output"]) == {"n": 4}
+
+    failed = run_fnplane(
+        "start-execution", "Halve", "--input", '{"n": 3}', "--wait", "--url", url,
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert failed.returncode == 1
+    assert json.loads(failed.stdout)["error"] == "ValueError"
+
+    listed = run_fnplane("executions", "--url", url, cwd=tmp_path)
+    statuses = sorted(line.split("\t")[1] for line in listed.stdout.splitlines())
+    assert statuses == ["FAILED", "SUCCEEDED"]
+
+    history = run_fnplane(
+        "history", described["executionArn"], "--url", url, cwd=tmp_path
+    )
+    types = [line.split()[1] for line in history.stdout.splitlines()]
+    assert types[0] == "ExecutionStarted" and types[-1] == "ExecutionSucceeded"
+    assert "TaskStateEntered" in types
+    missing = run_fnplane("history", "no-such-execution", "--url", url, cwd=tmp_path)
+    assert missing.returncode == 1 and "ExecutionDoesNotExist" in missing.stderr
 
 
 def test_port_in_use_is_one_clear_line(project: Path) -> None:
