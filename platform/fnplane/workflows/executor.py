@@ -54,8 +54,12 @@ class JournalSteps:
         self._journal.record_step(self._arn, key, value)
 
     def checkpoint(self, position: dict[str, Any]) -> None:
-        """Durably record the top-level position."""
+        """Record the top-level position (buffered until the next flush)."""
         self._journal.checkpoint(self._arn, position)
+
+    def flush(self) -> None:
+        """Make the buffered position and events durable."""
+        self._journal.flush()
 
 
 async def drive(
@@ -81,7 +85,9 @@ async def drive(
         recorded = journal.steps(arn) if checkpoint is not None else {}
         steps = JournalSteps(journal, arn, recorded)
         if checkpoint is not None:
-            last_id = checkpoint.get("last_event_id") or 1
+            # No durable checkpoint means no durable event either (the first
+            # one commits with ExecutionStarted): the execution starts over.
+            last_id = checkpoint.get("last_event_id", 0)
             journal.drop_events_after(arn, last_id)
     sink = (lambda event: journal.append_event(arn, event)) if journal else None
     history = History(clock, sink, keep=keep_history, start_id=last_id)
@@ -101,8 +107,8 @@ async def drive(
     deadline = None if timeout_s is None else record.start_time + timeout_s
     runner = Runner(machine.machine, info, invoker, clock, history, steps, deadline)
     frame = _top_frame(checkpoint, last_id)
-    if checkpoint is None:
-        history.emit(frame.cursor, "ExecutionStarted", _started(record, machine))
+    if last_id == 0:
+        _start(record, machine, history, frame, steps)
     position = checkpoint or {}
     data = position.get("data", record.input)
     await _settle(
@@ -120,13 +126,27 @@ def _top_frame(checkpoint: dict[str, Any] | None, last_id: int) -> Frame:
     )
 
 
-def _started(record: ExecutionRecord, machine: StateMachineRecord) -> dict[str, Any]:
-    return {
+def _start(
+    record: ExecutionRecord,
+    machine: StateMachineRecord,
+    history: History,
+    frame: Frame,
+    steps: JournalSteps | None,
+) -> None:
+    details = {
         "input": compact_json(record.input),
         "inputDetails": {"truncated": False},
         "roleArn": machine.role_arn,
         "stateMachineArn": machine.arn,
     }
+    history.emit(frame.cursor, "ExecutionStarted", details)
+    if steps is not None:
+        # Buffered with ExecutionStarted: whatever commits that event commits
+        # this position too, so a resume never finds one without the other.
+        steps.checkpoint(
+            {"state": "", "data": record.input, "variables": {}, "steps": 0,
+             "last_event_id": history.last_id}
+        )  # fmt: skip
 
 
 async def _settle(

@@ -2,7 +2,9 @@
 
 A journal keeps state machines, executions (status, input, output, error),
 their history events, the outcome of each completed step (task results, Wait
-deadlines) and the last top-level checkpoint. ``WorkflowService.resume()``
+deadlines) and the last top-level checkpoint. A journal may buffer events and
+checkpoints until the next durable write or ``flush`` (``sqlite_journal``
+says which writes those are). ``WorkflowService.resume()``
 reads them back after a restart. ``MemoryJournal`` is the test double;
 ``SqliteJournal`` is the embedded store (stdlib ``sqlite3``, WAL mode).
 """
@@ -62,6 +64,10 @@ class Journal(Protocol):
 
     def last_checkpoint(self, arn: str) -> dict[str, Any] | None:
         """Return the latest checkpoint, or None before the first transition."""
+        ...
+
+    def flush(self) -> None:
+        """Make every buffered event and checkpoint durable now."""
         ...
 
 
@@ -129,3 +135,6 @@ class MemoryJournal:
         """Return the latest checkpoint."""
         found = self._checkpoints.get(arn)
         return copy.deepcopy(found) if found is not None else None
+
+    def flush(self) -> None:
+        """Nothing is buffered in memory."""

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from fnplane.workflows.clock import Clock, iso_timestamp
+from fnplane.workflows.dataflow import compact_json
 from fnplane.workflows.definition import JSONATA, StateMachine
 from fnplane.workflows.errors import (
     DATA_LIMIT_EXCEEDED,
@@ -40,8 +41,9 @@ class StepJournal(Protocol):
     """How a Standard execution makes its steps durable (see ``journal``).
 
     The runner records each completed task and each Wait deadline under a
-    key that is the same when the execution is replayed after a restart, and
-    checkpoints the top-level position after every transition.
+    key that is the same when the execution is replayed after a restart,
+    checkpoints the top-level position after every transition, and flushes
+    before a Task's function is invoked.
     """
 
     def recorded(self, key: str) -> dict[str, Any] | None:
@@ -53,7 +55,15 @@ class StepJournal(Protocol):
         ...
 
     def checkpoint(self, position: dict[str, Any]) -> None:
-        """Durably record the top-level position (next state, data, variables)."""
+        """Record the top-level position (next state, data, variables).
+
+        It may stay buffered until the next ``record`` or ``flush``: the
+        steps after a durable position are recomputed from it after a crash.
+        """
+        ...
+
+    def flush(self) -> None:
+        """Make the position durable before the outside world sees it."""
         ...
 
 
@@ -85,6 +95,9 @@ class Frame:
     top_level: bool = False
     quiet: bool = False
     halt: Halt | None = None
+    # The last state's output and its JSON text: the next state's input is
+    # that same object, entered with no await in between (see _input_text).
+    last_output: tuple[Any, str] | None = None
 
     def fork(self, key: str, quiet: bool = False) -> Frame:
         """Return a nested frame (own variable scope and event thread).
@@ -196,7 +209,7 @@ class Runner:
         visit = frame.steps
         details = None
         if self.recording(frame):
-            details = {"name": name, **_payload("input", data)}
+            details = {"name": name, **_payload("input", _input_text(frame, data))}
         entered_id = self.emit(frame, f"{kind}StateEntered", details)
         run = StateRun(self, name, state, data, frame, entered_id, visit)
         try:
@@ -269,13 +282,17 @@ def _locate(exc: StatesError, name: str, entered_id: int) -> None:
         exc.located = True  # type: ignore[attr-defined]
 
 
-def _payload(field_name: str, value: Any) -> dict[str, Any]:
-    from fnplane.workflows.dataflow import compact_json
+def _input_text(frame: Frame, data: Any) -> str:
+    # The identity check is enough: nothing runs between a state's exit and
+    # the next state's entry on the same frame, so the value is unchanged.
+    last, frame.last_output = frame.last_output, None
+    if last is not None and last[0] is data:
+        return last[1]
+    return compact_json(data)
 
-    return {
-        field_name: compact_json(value),
-        f"{field_name}Details": {"truncated": False},
-    }
+
+def _payload(field_name: str, text: str) -> dict[str, Any]:
+    return {field_name: text, f"{field_name}Details": {"truncated": False}}
 
 
 class StateRun:
@@ -389,7 +406,9 @@ class StateRun:
         """Record the ``...StateExited`` event."""
         details = None
         if self.recording:
-            details = {"name": self.name, **_payload("output", output)}
+            text = compact_json(output)
+            self.frame.last_output = (output, text)
+            details = {"name": self.name, **_payload("output", text)}
             if len(details["output"]) > MAX_PAYLOAD_BYTES:
                 raise StatesError(
                     DATA_LIMIT_EXCEEDED,

@@ -1,16 +1,19 @@
 """The embedded journal: one SQLite file under the platform's state folder.
 
-WAL mode with ``synchronous=NORMAL``: a committed write survives the
-process being killed (``kill -9``); only a power loss can take the last few
-commits, SQLite's documented trade-off for WAL+NORMAL.
+What must be durable is what the outside world can observe, or what a re-run
+would change: a step outcome (a task result, a Wait deadline), the position
+before a Task's function is invoked (``flush``), the final status, and the
+history before the API reads it. Those writes commit at once. Everything in
+between (history events and the top-level checkpoint after each Pass,
+Choice, ... transition) is buffered and committed in the same transaction as
+the next durable write. After a crash the buffered steps are recomputed from
+the last durable checkpoint: they are pure functions of the journaled state,
+and nobody outside saw the lost values (see the README, "Workflows").
 
-What must be durable before an execution moves on is its position: each
-checkpoint, each step outcome (task result, Wait deadline) and each status
-change commits at once. History events are buffered and committed with the
-next of those writes, in the same transaction: a resume rolls the history
-back to the last checkpoint and replays from there anyway, so an event that
-no checkpoint covers is never needed. One commit per transition instead of
-three is what keeps Standard executions near Express speed.
+WAL mode with ``synchronous=NORMAL``: a committed transaction survives the
+process being killed (``kill -9``); a power loss or OS crash can take the
+last commits (SQLite's documented trade-off for WAL+NORMAL), and the
+database stays consistent.
 """
 
 from __future__ import annotations
@@ -36,8 +39,12 @@ CREATE TABLE IF NOT EXISTS checkpoints (arn TEXT PRIMARY KEY, position TEXT NOT 
 """
 
 
-def _dump(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"))
+# Buffered events past which a checkpoint commits anyway: it bounds the work
+# a crash throws away and the size of one transaction.
+MAX_BUFFERED_EVENTS = 1000
+
+
+_dump = json.JSONEncoder(separators=(",", ":")).encode
 
 
 class SqliteJournal:
@@ -56,27 +63,39 @@ class SqliteJournal:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
-        self._pending_events: list[tuple[str, int, str]] = []
+        # Encoded when they commit: events and positions are never mutated
+        # after they are handed over (paths copy, they never set in place).
+        self._pending_events: list[tuple[str, dict[str, Any]]] = []
+        self._pending_checkpoints: dict[str, dict[str, Any]] = {}
 
     def _commit(self, sql: str, parameters: tuple[Any, ...]) -> None:
-        # One transaction: the buffered events, then the durable write.
+        # One transaction: the buffered events and checkpoints, then the write.
         with self._db:
             self._db.execute("BEGIN")
             if self._pending_events:
                 self._db.executemany(
                     "INSERT OR REPLACE INTO events VALUES (?, ?, ?)",
-                    self._pending_events,
+                    [
+                        (arn, event["id"], _dump(event))
+                        for arn, event in self._pending_events
+                    ],
                 )
                 self._pending_events.clear()
+            if self._pending_checkpoints:
+                self._db.executemany(
+                    "INSERT OR REPLACE INTO checkpoints VALUES (?, ?)",
+                    [(arn, _dump(at)) for arn, at in self._pending_checkpoints.items()],
+                )
+                self._pending_checkpoints.clear()
             self._db.execute(sql, parameters)
 
     def flush(self) -> None:
-        """Commit buffered history events now."""
-        if self._pending_events:
+        """Commit the buffered events and checkpoints now."""
+        if self._pending_events or self._pending_checkpoints:
             self._commit("SELECT 1", ())
 
     def close(self) -> None:
-        """Commit buffered events and close the database connection."""
+        """Commit what is buffered and close the database connection."""
         self.flush()
         self._db.close()
 
@@ -122,7 +141,7 @@ class SqliteJournal:
 
     def append_event(self, arn: str, event: dict[str, Any]) -> None:
         """Buffer one history event until the next durable write."""
-        self._pending_events.append((arn, event["id"], _dump(event)))
+        self._pending_events.append((arn, event))
 
     def events(self, arn: str) -> list[dict[str, Any]]:
         """Return the history events in id order."""
@@ -148,13 +167,18 @@ class SqliteJournal:
         return {key: json.loads(value) for key, value in rows}
 
     def checkpoint(self, arn: str, position: dict[str, Any]) -> None:
-        """Record the top-level position."""
-        self._commit(
-            "INSERT OR REPLACE INTO checkpoints VALUES (?, ?)", (arn, _dump(position))
-        )
+        """Buffer the top-level position until the next durable write.
+
+        Only the latest position of an execution is kept; it commits with
+        the events that lead up to it, so the two always agree.
+        """
+        self._pending_checkpoints[arn] = position
+        if len(self._pending_events) >= MAX_BUFFERED_EVENTS:
+            self.flush()
 
     def last_checkpoint(self, arn: str) -> dict[str, Any] | None:
         """Return the latest checkpoint."""
+        self.flush()
         row = self._db.execute(
             "SELECT position FROM checkpoints WHERE arn = ?", (arn,)
         ).fetchone()

@@ -184,6 +184,11 @@ async def _call(
     key = f"{run.key}/task{run.retry_count}"
     recorded = journal.recorded(key) if journal is not None else None
     if recorded is None:
+        if journal is not None:
+            # The function is the outside world: the states that led to this
+            # call (a States.UUID, an EnteredTime they put in the data) must
+            # not be recomputed, with other values, after a crash.
+            journal.flush()
         recorded = await _invoke(run, function_name, payload, timeout_s)
         if journal is not None:
             journal.record(key, recorded)
