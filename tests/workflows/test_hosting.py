@@ -332,3 +332,116 @@ def test_standard_execution_resumes_after_kill_9(tmp_path: Path, unused_port) ->
                                                "third": True}  # fmt: skip
     assert task_log.read_text().split() == ["first", "second", "third"]
     assert time.monotonic() - waiting_since >= 2.5, "the Wait kept its deadline"
+
+
+BUFFERED_APP = textwrap.dedent(
+    """
+    import os
+    import time
+    from pathlib import Path
+    from fnplane import App
+
+    app = App()
+    LOG = Path(os.environ["TASK_LOG"])
+    RELEASE = Path(os.environ["RELEASE"])
+
+    def record(line):
+        with LOG.open("a") as log:
+            log.write(line + "\\n")
+
+    @app.function()
+    def first(event, context):
+        record("first")
+        return {"first": True}
+
+    @app.function()
+    def second(event, context):
+        record("second-start " + event["tag"])
+        deadline = time.monotonic() + 20
+        while not RELEASE.exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        record("second")
+        return {**event, "second": True}
+
+    @app.function()
+    def third(event, context):
+        record("third")
+        return {**event, "third": True}
+
+    app.state_machine("Buffered", {
+        "StartAt": "First",
+        "States": {
+            "First": {"Type": "Task", "Resource": "first", "Next": "Tag"},
+            "Tag": {"Type": "Pass", "Next": "Count",
+                    "Parameters": {"first.$": "$.first", "tag.$": "States.UUID()"}},
+            "Count": {"Type": "Pass", "Result": 3, "ResultPath": "$.count",
+                      "Next": "Pick"},
+            "Pick": {"Type": "Choice", "Default": "Wrong", "Choices": [
+                {"Variable": "$.count", "NumericEquals": 3, "Next": "Second"}]},
+            "Wrong": {"Type": "Fail", "Error": "WrongBranch"},
+            "Second": {"Type": "Task", "Resource": "second", "Next": "Third"},
+            "Third": {"Type": "Task", "Resource": "third", "End": True},
+        },
+    })
+    """
+)
+
+
+def _wait_for_line(log: Path, prefix: str, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not (log.exists() and any(
+        line.startswith(prefix) for line in log.read_text().splitlines()
+    )):  # fmt: skip
+        assert time.monotonic() < deadline, f"no {prefix!r} in the task log"
+        time.sleep(0.05)
+
+
+def test_kill_9_after_buffered_passes_resumes_them_unchanged(
+    tmp_path: Path, unused_port
+) -> None:
+    """Killed while the Task after several Pass states runs: after a restart
+    each Task completes once, the interrupted one is called again with the
+    same input (the Pass states were durable before it was first called),
+    and the history has no gap or duplicate event id."""
+    (tmp_path / "app.py").write_text(BUFFERED_APP)
+    task_log, release = tmp_path / "tasks.log", tmp_path / "release"
+    env = {**os.environ, "TASK_LOG": str(task_log), "RELEASE": str(release)}
+    server = start_server(tmp_path, unused_port, env)
+    started = sfn_call(unused_port, "StartExecution",
+                       {"stateMachineArn": "Buffered", "input": "{}"})  # fmt: skip
+    arn = started["executionArn"]
+    _wait_for_line(task_log, "second-start", 10)
+    os.kill(server.pid, signal.SIGKILL)
+    server.wait()
+    release.touch()
+
+    server = start_server(tmp_path, unused_port, env)
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            described = sfn_call(
+                unused_port, "DescribeExecution", {"executionArn": arn}
+            )
+            if described["status"] != "RUNNING":
+                break
+            assert time.monotonic() < deadline, "the execution did not resume"
+            time.sleep(0.1)
+        history = sfn_call(unused_port, "GetExecutionHistory", {"executionArn": arn})
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(10)
+
+    lines = task_log.read_text().splitlines()
+    starts = [line for line in lines if line.startswith("second-start")]
+    assert len(starts) == 2 and starts[0] == starts[1], lines
+    assert [line for line in lines if line not in starts] == [
+        "first", "second", "third"]  # fmt: skip
+    assert described["status"] == "SUCCEEDED"
+    tag = starts[0].split()[1]
+    expected = {"first": True, "tag": tag, "count": 3, "second": True}
+    assert json.loads(described["output"]) == {**expected, "third": True}
+    ids = [event["id"] for event in history["events"]]
+    assert ids == list(range(1, len(ids) + 1))
+    types = [event["type"] for event in history["events"]]
+    assert types.count("ExecutionStarted") == 1
+    assert types.count("LambdaFunctionSucceeded") == 3
