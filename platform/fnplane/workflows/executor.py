@@ -10,6 +10,7 @@ journal so ``resume`` can continue it.
 from __future__ import annotations
 
 import asyncio
+from functools import partial
 from typing import Any
 
 from fnplane.workflows.clock import Clock
@@ -89,7 +90,7 @@ async def drive(
             # one commits with ExecutionStarted): the execution starts over.
             last_id = checkpoint.get("last_event_id", 0)
             journal.drop_events_after(arn, last_id)
-    sink = (lambda event: journal.append_event(arn, event)) if journal else None
+    sink = partial(journal.append_event, arn) if journal is not None else None
     history = History(clock, sink, keep=keep_history, start_id=last_id)
     if journal is not None and checkpoint is not None and keep_history:
         history.events.extend(journal.events(arn))

@@ -47,11 +47,21 @@ EventSink = Callable[[dict[str, Any]], None]
 
 def detail_key(event_type: str) -> str | None:
     """Return the details field of an event type (``...StateEntered`` too)."""
+    try:
+        return _KNOWN_KEYS[event_type]
+    except KeyError:
+        pass
+    key = _DETAIL_KEYS.get(event_type)
     if event_type.endswith("StateEntered"):
-        return "stateEnteredEventDetails"
-    if event_type.endswith("StateExited"):
-        return "stateExitedEventDetails"
-    return _DETAIL_KEYS.get(event_type)
+        key = "stateEnteredEventDetails"
+    elif event_type.endswith("StateExited"):
+        key = "stateExitedEventDetails"
+    _KNOWN_KEYS[event_type] = key
+    return key
+
+
+# detail_key's answers so far: a handful of event types, asked twice a state.
+_KNOWN_KEYS: dict[str, str | None] = {}
 
 
 @dataclass(slots=True)

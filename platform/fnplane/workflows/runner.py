@@ -209,7 +209,11 @@ class Runner:
         visit = frame.steps
         details = None
         if self.recording(frame):
-            details = {"name": name, **_payload("input", _input_text(frame, data))}
+            details = {
+                "name": name,
+                "input": _input_text(frame, data),
+                "inputDetails": {"truncated": False},
+            }
         entered_id = self.emit(frame, f"{kind}StateEntered", details)
         run = StateRun(self, name, state, data, frame, entered_id, visit)
         try:
@@ -289,10 +293,6 @@ def _input_text(frame: Frame, data: Any) -> str:
     if last is not None and last[0] is data:
         return last[1]
     return compact_json(data)
-
-
-def _payload(field_name: str, text: str) -> dict[str, Any]:
-    return {field_name: text, f"{field_name}Details": {"truncated": False}}
 
 
 class StateRun:
@@ -408,7 +408,11 @@ class StateRun:
         if self.recording:
             text = compact_json(output)
             self.frame.last_output = (output, text)
-            details = {"name": self.name, **_payload("output", text)}
+            details = {
+                "name": self.name,
+                "output": text,
+                "outputDetails": {"truncated": False},
+            }
             if len(details["output"]) > MAX_PAYLOAD_BYTES:
                 raise StatesError(
                     DATA_LIMIT_EXCEEDED,
