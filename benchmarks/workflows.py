@@ -2,14 +2,18 @@
 
 Runs an Express chain of 1,000 Pass states, an Express Map over 10,000
 items, and the same chain as a Standard execution journaled to SQLite, then
-prints transitions/s and the Standard / Express ratio.
+prints transitions/s and the Standard / Express ratio: per round, then the
+median, min and max over the rounds, with the machine's load average.
 
-    python benchmarks/workflows.py
+    python benchmarks/workflows.py [--rounds 5]
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import os
+import statistics
 import sys
 import tempfile
 import time
@@ -69,8 +73,8 @@ async def rate(
     return best
 
 
-async def main() -> None:
-    """Print the three figures and the ratio."""
+async def one_round() -> tuple[float, float, float]:
+    """Return (Express chain, Express Map, Standard chain) transitions/s."""
     express = WorkflowService(_no_functions)
     chain_rate = await rate(
         express, chain(CHAIN_STATES), "EXPRESS", {"n": 1}, CHAIN_STATES
@@ -80,26 +84,43 @@ async def main() -> None:
         express, mapper(), "EXPRESS", list(range(MAP_ITEMS)), MAP_ITEMS + 1
     )
     with tempfile.TemporaryDirectory() as folder:
-        standard = WorkflowService(_no_functions, journal=SqliteJournal(folder))
+        journal = SqliteJournal(folder)
+        standard = WorkflowService(_no_functions, journal=journal)
         standard_rate = await rate(
             standard, chain(CHAIN_STATES), "STANDARD", {"n": 1}, CHAIN_STATES
         )
+        journal.close()
+    return chain_rate, map_rate, standard_rate
 
-    print(
-        f"Express chain of {CHAIN_STATES} Pass states: {chain_rate:>10,.0f} "
-        "transitions/s"
-    )
-    print(
-        f"Express Map over {MAP_ITEMS} items:          {map_rate:>10,.0f} transitions/s"
-    )
-    print(
-        f"Standard chain, SQLite journal:          {standard_rate:>10,.0f} "
-        "transitions/s"
-    )
-    print(
-        f"Standard / Express ratio:                {standard_rate / chain_rate:>10.2f}"
-    )
+
+def _spread(label: str, values: list[float], form: str) -> None:
+    median, low, high = statistics.median(values), min(values), max(values)
+    print(f"{label:<40} median {median:{form}}  min {low:{form}}  max {high:{form}}")
+
+
+async def main(rounds: int) -> None:
+    """Print the three figures and the ratio per round, then their spread."""
+    results = []
+    for number in range(1, rounds + 1):
+        chain_rate, map_rate, standard_rate = await one_round()
+        results.append((chain_rate, map_rate, standard_rate))
+        print(
+            f"round {number}: Express chain {chain_rate:,.0f}/s, Express Map"
+            f" {map_rate:,.0f}/s, Standard chain {standard_rate:,.0f}/s,"
+            f" ratio {standard_rate / chain_rate:.2f}"
+        )
+    chains, maps, standards = (list(column) for column in zip(*results, strict=True))
+    print(f"\ntransitions/s over {rounds} rounds (each the best of 3 executions):")
+    _spread(f"Express chain of {CHAIN_STATES} Pass states", chains, ",.0f")
+    _spread(f"Express Map over {MAP_ITEMS} items", maps, ",.0f")
+    _spread("Standard chain, SQLite journal", standards, ",.0f")
+    ratios = [standard / express for express, _, standard in results]
+    _spread("Standard / Express ratio", ratios, ".2f")
+    load = ", ".join(f"{value:.2f}" for value in os.getloadavg())
+    print(f"load average (1, 5, 15 min): {load} on {os.cpu_count()} cores")
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=5)
+    asyncio.run(main(parser.parse_args().rounds))
