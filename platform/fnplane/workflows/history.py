@@ -3,8 +3,8 @@
 Events are numbered from 1 in the order they happen. ``previousEventId``
 points at the event before it *on the same thread*: a Map iteration or
 Parallel branch continues from the event that started it, as AWS records it.
-Every event goes through the ``sink`` before ``emit`` returns, which is how a
-Standard execution journals each step before taking the next.
+Every event goes through the ``sink`` before ``emit`` returns: a Standard
+execution's journal, which keeps it until its next commit.
 """
 
 from __future__ import annotations

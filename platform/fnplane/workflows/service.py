@@ -10,9 +10,10 @@ Construct it with the collaborators the platform provides::
 ``invoker`` is ``async (function_name, payload, timeout_s) -> result`` and
 raises ``TaskFailed(error, cause)`` (or any exception, named by its class)
 when the function fails. Standard executions journal every event and step
-before going on; ``await service.resume()`` after a restart continues those
-that were running. Express executions live in memory and are limited to five
-minutes unless the definition says otherwise.
+(committed at the points ``sqlite_journal`` names); ``await
+service.resume()`` after a restart continues those that were running.
+Express executions live in memory and are limited to five minutes unless the
+definition says otherwise.
 """
 
 from __future__ import annotations

@@ -1,9 +1,10 @@
 """The Task state, and the Retry/Catch loop Task, Map and Parallel share.
 
-A Task invokes a function through the injected invoker. Its outcome is
-journaled under a replay-stable key before the state goes on, so a Standard
-execution resumed after a crash replays a completed task instead of running
-it again.
+A Task invokes a function through the injected invoker. The journal is
+flushed before the call (the steps that led to it are durable), and the
+outcome is journaled under a replay-stable key before the state goes on, so a
+Standard execution resumed after a crash replays a completed task instead of
+running it again.
 """
 
 from __future__ import annotations
