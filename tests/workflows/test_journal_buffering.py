@@ -204,3 +204,21 @@ def test_an_event_batch_that_refers_to_code_is_refused(tmp_path: Path) -> None:
 
     with pytest.raises(JournalDataError, match="pathlib"):
         SqliteJournal(tmp_path).events("arn")
+
+
+def test_one_executions_commit_leaves_the_others_buffer_alone(tmp_path: Path) -> None:
+    """A commit carries its own execution's buffer only: another execution's
+    value that cannot be encoded does not fail it, nor is it written."""
+    journal = SqliteJournal(tmp_path)
+    journal.append_event("broken", {"id": 1, "previousEventId": 0})
+    journal.checkpoint("broken", {"state": "S", "data": object()})
+    journal.append_event("fine", {"id": 1, "previousEventId": 0})
+
+    journal.record_step("fine", "/Task#1/task0", {"result": 1})
+
+    reader = SqliteJournal(tmp_path)
+    assert reader.steps("fine") == {"/Task#1/task0": {"result": 1}}
+    assert reader.events("fine") == [{"id": 1, "previousEventId": 0}]
+    assert reader.events("broken") == []
+    with pytest.raises(TypeError):
+        journal.flush("broken")

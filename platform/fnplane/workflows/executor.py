@@ -60,7 +60,7 @@ class JournalSteps:
 
     def flush(self) -> None:
         """Make the buffered position and events durable."""
-        self._journal.flush()
+        self._journal.flush(self._arn)
 
 
 async def drive(

@@ -66,8 +66,8 @@ class Journal(Protocol):
         """Return the latest checkpoint, or None before the first transition."""
         ...
 
-    def flush(self) -> None:
-        """Make every buffered event and checkpoint durable now."""
+    def flush(self, arn: str) -> None:
+        """Make an execution's buffered events and checkpoint durable now."""
         ...
 
 
@@ -136,5 +136,5 @@ class MemoryJournal:
         found = self._checkpoints.get(arn)
         return copy.deepcopy(found) if found is not None else None
 
-    def flush(self) -> None:
+    def flush(self, arn: str) -> None:
         """Nothing is buffered in memory."""

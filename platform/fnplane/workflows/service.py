@@ -262,7 +262,7 @@ class WorkflowService:
         if self._journaled(record):
             assert self.journal is not None
             # Nothing shown may be recomputed, with other timestamps, later.
-            self.journal.flush()
+            self.journal.flush(arn)
             if not record.events:
                 return self.journal.events(arn)
         return list(record.events)

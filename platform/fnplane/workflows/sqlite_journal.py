@@ -79,6 +79,10 @@ def _unpack(batch: bytes) -> list[dict[str, Any]]:
     return events
 
 
+def _nothing(db: sqlite3.Connection) -> None:
+    pass
+
+
 def _statement(sql: str, parameters: tuple[Any, ...]) -> Write:
     def write(db: sqlite3.Connection) -> None:
         db.execute(sql, parameters)
@@ -102,42 +106,40 @@ class SqliteJournal:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
-        # Encoded when they commit: events and positions are never mutated
-        # after they are handed over (paths copy, they never set in place).
+        # Per execution, encoded when they commit: events and positions are
+        # never mutated after they are handed over (paths copy, never set in
+        # place). A commit takes only its own execution's, so one execution's
+        # unencodable value cannot fail another's commits.
         self._pending_events: dict[str, list[dict[str, Any]]] = {}
-        self._pending_count = 0
         self._pending_checkpoints: dict[str, dict[str, Any]] = {}
 
-    def _commit(self, write: Write) -> None:
-        # One transaction: the buffered events and checkpoints, then the write.
+    def _commit(self, arn: str, write: Write) -> None:
+        # One transaction: the execution's buffered events and checkpoint,
+        # then the write.
+        events = self._pending_events.get(arn)
+        position = self._pending_checkpoints.get(arn)
         with self._db:
             self._db.execute("BEGIN")
-            if self._pending_events:
-                self._db.executemany(
-                    _INSERT_BATCH,
-                    [
-                        (arn, events[0]["id"], _pack(events))
-                        for arn, events in self._pending_events.items()
-                    ],
-                )
-            if self._pending_checkpoints:
-                self._db.executemany(
+            if events:
+                self._db.execute(_INSERT_BATCH, (arn, events[0]["id"], _pack(events)))
+            if position is not None:
+                self._db.execute(
                     "INSERT OR REPLACE INTO checkpoints VALUES (?, ?)",
-                    [(arn, _dump(at)) for arn, at in self._pending_checkpoints.items()],
+                    (arn, _dump(position)),
                 )
             write(self._db)
-        self._pending_events = {}
-        self._pending_count = 0
-        self._pending_checkpoints = {}
+        self._pending_events.pop(arn, None)
+        self._pending_checkpoints.pop(arn, None)
 
-    def flush(self) -> None:
-        """Commit the buffered events and checkpoints now."""
-        if self._pending_count or self._pending_checkpoints:
-            self._commit(lambda db: None)
+    def flush(self, arn: str) -> None:
+        """Commit an execution's buffered events and checkpoint now."""
+        if arn in self._pending_events or arn in self._pending_checkpoints:
+            self._commit(arn, _nothing)
 
     def close(self) -> None:
         """Commit what is buffered and close the database connection."""
-        self.flush()
+        for arn in {*self._pending_events, *self._pending_checkpoints}:
+            self.flush(arn)
         self._db.close()
 
     def save_state_machine(self, record: dict[str, Any]) -> None:
@@ -166,10 +168,11 @@ class SqliteJournal:
         ).fetchone()
         record = {**json.loads(row[0]), **fields}
         self._commit(
+            arn,
             _statement(
                 "UPDATE executions SET status = ?, record = ? WHERE arn = ?",
                 (record["status"], _dump(record), arn),
-            )
+            ),
         )
 
     def executions(self, status: str | None = None) -> list[dict[str, Any]]:
@@ -189,11 +192,10 @@ class SqliteJournal:
             self._pending_events[arn] = [event]
         else:
             pending.append(event)
-        self._pending_count += 1
 
     def events(self, arn: str) -> list[dict[str, Any]]:
         """Return the history events in id order."""
-        self.flush()
+        self.flush(arn)
         return self._stored_events(self._db, arn)
 
     @staticmethod
@@ -212,15 +214,16 @@ class SqliteJournal:
             if kept:
                 db.execute(_INSERT_BATCH, (arn, kept[0]["id"], _pack(kept)))
 
-        self._commit(rewrite)
+        self._commit(arn, rewrite)
 
     def record_step(self, arn: str, key: str, value: dict[str, Any]) -> None:
         """Record a completed step's outcome."""
         self._commit(
+            arn,
             _statement(
                 "INSERT OR REPLACE INTO steps VALUES (?, ?, ?)",
                 (arn, key, _dump(value)),
-            )
+            ),
         )
 
     def steps(self, arn: str) -> dict[str, dict[str, Any]]:
@@ -235,12 +238,12 @@ class SqliteJournal:
         the events that lead up to it, so the two always agree.
         """
         self._pending_checkpoints[arn] = position
-        if self._pending_count >= MAX_BUFFERED_EVENTS:
-            self.flush()
+        if len(self._pending_events.get(arn, ())) >= MAX_BUFFERED_EVENTS:
+            self.flush(arn)
 
     def last_checkpoint(self, arn: str) -> dict[str, Any] | None:
         """Return the latest checkpoint."""
-        self.flush()
+        self.flush(arn)
         row = self._db.execute(
             "SELECT position FROM checkpoints WHERE arn = ?", (arn,)
         ).fetchone()
