@@ -8,6 +8,7 @@ flush: a new journal on the same file sees only what was committed, as after
 from __future__ import annotations
 
 import asyncio
+import json
 import pickle
 import sqlite3
 from pathlib import Path
@@ -222,3 +223,25 @@ def test_one_executions_commit_leaves_the_others_buffer_alone(tmp_path: Path) ->
     assert reader.events("broken") == []
     with pytest.raises(TypeError):
         journal.flush("broken")
+
+
+def test_a_journal_with_one_row_per_event_is_migrated(tmp_path: Path) -> None:
+    """A journal written before event batches keeps its histories."""
+    with sqlite3.connect(tmp_path / FILE_NAME) as db:
+        db.execute(
+            "CREATE TABLE events (arn TEXT NOT NULL, id INTEGER NOT NULL,"
+            " event TEXT NOT NULL, PRIMARY KEY (arn, id))"
+        )
+        for arn, event_id in (("a", 2), ("b", 1), ("a", 1)):
+            event = {"id": event_id, "type": f"T{event_id}"}
+            db.execute(
+                "INSERT INTO events VALUES (?, ?, ?)",
+                (arn, event_id, json.dumps(event)),
+            )
+    db.close()
+
+    journal = SqliteJournal(tmp_path)
+
+    assert journal.events("a") == [{"id": 1, "type": "T1"}, {"id": 2, "type": "T2"}]
+    assert journal.events("b") == [{"id": 1, "type": "T1"}]
+    assert SqliteJournal(tmp_path).events("a") == journal.events("a")

@@ -90,6 +90,26 @@ def _statement(sql: str, parameters: tuple[Any, ...]) -> Write:
     return write
 
 
+def _migrate_event_rows(db: sqlite3.Connection) -> None:
+    # Journals written before event batches kept one JSON row per event in
+    # ``events``: move each execution's into one batch, in one transaction.
+    found = db.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'events'"
+    ).fetchone()
+    if found is None:
+        return
+    with db:
+        db.execute("BEGIN")
+        arns = [arn for (arn,) in db.execute("SELECT DISTINCT arn FROM events")]
+        for arn in arns:
+            rows = db.execute(
+                "SELECT event FROM events WHERE arn = ? ORDER BY id", (arn,)
+            )
+            events = [json.loads(event) for (event,) in rows]
+            db.execute(_INSERT_BATCH, (arn, events[0]["id"], _pack(events)))
+        db.execute("DROP TABLE events")
+
+
 class SqliteJournal:
     """A ``Journal`` in ``<state_dir>/workflows.sqlite3``.
 
@@ -106,6 +126,7 @@ class SqliteJournal:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
+        _migrate_event_rows(self._db)
         # Per execution, encoded when they commit: events and positions are
         # never mutated after they are handed over (paths copy, never set in
         # place). A commit takes only its own execution's, so one execution's
