@@ -31,6 +31,22 @@ from fnplane.function import (
 )
 from fnplane.policy import Backoff, build_async_policy
 from fnplane.routes import HttpTrigger, RouteTable
+from fnplane.stream_trigger import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_BATCH_WINDOW_S,
+    DEFAULT_CLAIM_IDLE_S,
+    DEFAULT_STREAM_BACKOFF,
+    DEFAULT_STREAM_RETRIES,
+    KafkaTrigger,
+    RedisStreamTrigger,
+    StreamOptions,
+    StreamTrigger,
+    duration,
+    flag,
+    optional_name,
+    stream_names,
+)
+from fnplane.streams import stream_handler
 
 if TYPE_CHECKING:
     from fnplane.destinations import Destination
@@ -60,6 +76,20 @@ class FunctionOptions(TypedDict, total=False):
 
 
 FUNCTION_OPTIONS = frozenset(FunctionOptions.__annotations__)
+
+
+class StreamFunctionOptions(TypedDict, total=False):
+    """The function options stream decorators accept besides their own.
+
+    ``retries``, ``backoff`` and ``concurrency`` are the stream source's there
+    (per-source retries, parallel batches), not the async invocation policy.
+    """
+
+    name: str
+    timeout: float | timedelta
+    memory: int
+    init: Hook | list[Hook]
+    shutdown: Hook | list[Hook]
 
 
 class App:
@@ -199,6 +229,123 @@ class App:
         )
         return self._decorator(trigger, options)
 
+    def kafka(
+        self,
+        topics: str | list[str] | tuple[str, ...],
+        *,
+        group: str | None = None,
+        bootstrap: str | None = None,
+        create_topics: bool = False,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        batch_window: float | timedelta = DEFAULT_BATCH_WINDOW_S,
+        max_batch_bytes: int | None = None,
+        start: str = "latest",
+        retries: int = DEFAULT_STREAM_RETRIES,
+        backoff: Backoff | float | timedelta | tuple[float, float] = (
+            DEFAULT_STREAM_BACKOFF
+        ),
+        bisect_on_error: bool = False,
+        max_record_age: float | timedelta | None = None,
+        dead_letter: str | None = None,
+        concurrency: int = 1,
+        per_record: bool = False,
+        **options: Unpack[StreamFunctionOptions],
+    ) -> Callable[[H], H]:
+        """Register a handler for batches of records from Kafka ``topics``.
+
+        The handler gets a ``KafkaBatch``: iterate it for ``KafkaRecord``s
+        (``value``, ``key``, ``headers``, ``json()``, ``item_id``), or read it
+        as Lambda's self-managed Kafka event (``event["records"]``). With
+        ``per_record=True`` it is called once per record instead.
+
+        - ``group``: the consumer group, default the function's name. Every
+          ``fnplane run`` with the same group shares the partitions.
+        - ``bootstrap``: ``host:port[,host:port]``, default the
+          ``kafka_bootstrap`` setting.
+        - ``create_topics``: create missing topics at start (default False:
+          a missing topic stops the platform with an error).
+        - the stream options, shared with ``redis_stream``: see
+          ``StreamOptions`` and the README. ``dead_letter`` is a topic of the
+          same cluster.
+
+        Also takes ``name``, ``timeout``, ``memory``, ``init``, ``shutdown``.
+        """
+        where = f"kafka({topics!r})"
+        trigger = KafkaTrigger(
+            topics=stream_names(topics, "topic", where),
+            group=optional_name(group, "group", where),
+            bootstrap=optional_name(bootstrap, "bootstrap", where),
+            create_topics=flag(create_topics, "create_topics", where),
+            options=StreamOptions.build(
+                where, batch_size=batch_size, batch_window=batch_window,
+                max_batch_bytes=max_batch_bytes, start=start, retries=retries,
+                backoff=backoff, bisect_on_error=bisect_on_error,
+                max_record_age=max_record_age, dead_letter=dead_letter,
+                concurrency=concurrency, per_record=per_record,
+            ),
+        )  # fmt: skip
+        return self._stream_decorator(trigger, dict(options))
+
+    def redis_stream(
+        self,
+        streams: str | list[str] | tuple[str, ...],
+        *,
+        group: str | None = None,
+        url: str | None = None,
+        consumer: str | None = None,
+        claim_idle: float | timedelta = DEFAULT_CLAIM_IDLE_S,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        batch_window: float | timedelta = DEFAULT_BATCH_WINDOW_S,
+        max_batch_bytes: int | None = None,
+        start: str = "latest",
+        retries: int = DEFAULT_STREAM_RETRIES,
+        backoff: Backoff | float | timedelta | tuple[float, float] = (
+            DEFAULT_STREAM_BACKOFF
+        ),
+        bisect_on_error: bool = False,
+        max_record_age: float | timedelta | None = None,
+        dead_letter: str | None = None,
+        concurrency: int = 1,
+        per_record: bool = False,
+        **options: Unpack[StreamFunctionOptions],
+    ) -> Callable[[H], H]:
+        """Register a handler for batches of entries from Redis ``streams``.
+
+        The handler gets a ``RedisBatch``: iterate it for ``RedisRecord``s
+        (``stream``, ``id``, ``fields``, ``value`` = the ``value`` field,
+        ``json()``, ``item_id``). With ``per_record=True`` it is called once
+        per entry instead.
+
+        - ``group``: the consumer group (created with ``MKSTREAM`` if
+          missing), default the function's name.
+        - ``url``: ``redis://host:port/db``, default the ``redis_url`` setting.
+        - ``consumer``: this process's consumer name; default unique per
+          process (host name and pid). Give a stable one to take back a
+          crashed process's pending entries at once on restart.
+        - ``claim_idle``: seconds an entry may stay pending with another
+          consumer before this one claims it (``XAUTOCLAIM``), default 60.
+        - the stream options, shared with ``kafka``: see ``StreamOptions``
+          and the README. ``dead_letter`` is a stream on the same server.
+
+        Also takes ``name``, ``timeout``, ``memory``, ``init``, ``shutdown``.
+        """
+        where = f"redis_stream({streams!r})"
+        trigger = RedisStreamTrigger(
+            streams=stream_names(streams, "stream", where),
+            group=optional_name(group, "group", where),
+            url=optional_name(url, "url", where),
+            consumer=optional_name(consumer, "consumer", where),
+            claim_idle_s=duration(claim_idle, "claim_idle", 7 * 24 * 3600.0, where),
+            options=StreamOptions.build(
+                where, batch_size=batch_size, batch_window=batch_window,
+                max_batch_bytes=max_batch_bytes, start=start, retries=retries,
+                backoff=backoff, bisect_on_error=bisect_on_error,
+                max_record_age=max_record_age, dead_letter=dead_letter,
+                concurrency=concurrency, per_record=per_record,
+            ),
+        )  # fmt: skip
+        return self._stream_decorator(trigger, dict(options))
+
     def state_machine(
         self,
         name: str,
@@ -308,6 +455,24 @@ class App:
 
         return register
 
+    def _stream_decorator(
+        self, trigger: StreamTrigger, options: dict[str, Any]
+    ) -> Callable[[H], H]:
+        not_here = set(options) - set(StreamFunctionOptions.__annotations__)
+        if not_here:
+            raise RegistrationError(
+                f"unknown option(s) {sorted(not_here)} for a stream trigger; valid "
+                f"options are the stream options and "
+                f"{sorted(StreamFunctionOptions.__annotations__)}"
+            )
+
+        def register(handler: H) -> H:
+            function = self.attach(handler, trigger, options)  # type: ignore[arg-type]
+            wrap_stream_handler(function, trigger.options.per_record)
+            return handler
+
+        return register
+
     def _add_function(self, function: Function) -> Function:
         if function.name in self.functions:
             raise RegistrationError(
@@ -319,6 +484,19 @@ class App:
                 self.routes.add(trigger, function.name)
         self.functions[function.name] = function
         return function
+
+
+def wrap_stream_handler(function: Function, per_record: bool) -> None:
+    """Make ``function`` report batch outcomes (once, whatever its triggers)."""
+    wrapped = getattr(function.handler, "per_record", None)
+    if wrapped is None:
+        function.handler = stream_handler(function.handler, per_record)
+        function.handler.per_record = per_record  # type: ignore[attr-defined]
+    elif wrapped != per_record:
+        raise RegistrationError(
+            f"function {function.name!r}: its stream triggers disagree on "
+            f"per_record; give every one the same value"
+        )
 
 
 def check_option_names(options: dict[str, Any] | FunctionOptions) -> None:

@@ -41,6 +41,8 @@ class Settings:
     state_dir: str = ".fnplane"
     async_queue: str = "sqlite"
     async_dedup_window: float = 3600.0
+    kafka_bootstrap: str = "localhost:9092"
+    redis_url: str = "redis://localhost:6379/0"
 
     @classmethod
     def load(cls, root: Path | None = None, **overrides: Any) -> Settings:

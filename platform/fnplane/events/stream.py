@@ -1,0 +1,302 @@
+"""Stream events: a batch of Kafka or Redis Streams records.
+
+A batch is a ``Mapping`` in the shape Lambda's event source mappings send
+(Kafka: the self-managed Kafka event, keys and values base64, records
+grouped under ``"topic-partition"``), so an existing handler runs unchanged.
+The mapping is built only when a key is read: iterating the batch gives the
+typed records directly (``for record in batch``, ``len(batch)``), which is
+what new code uses and what costs nothing per record.
+
+Each record has an ``item_id``, the identifier a handler names in a partial
+batch failure: ``"topic-partition@offset"`` for Kafka, ``"stream@id"`` for
+Redis.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import ItemsView, Iterator, KeysView, Mapping, ValuesView
+from typing import Any
+
+from fnplane.errors import FunctionError
+
+KAFKA_EVENT_SOURCE = "SelfManagedKafka"
+REDIS_EVENT_SOURCE = "fnplane:redis"
+# The field a Redis entry's value is read from when it has several fields.
+REDIS_VALUE_FIELD = "value"
+
+
+class RecordDecodeError(FunctionError, ValueError):
+    """A record's value is not what ``json()`` or ``text()`` was asked to read.
+
+    Raised from a handler it fails that record (a record failure), never the
+    consumer: ``item_id`` names the record.
+    """
+
+    def __init__(self, message: str, item_id: str) -> None:
+        super().__init__(message)
+        self.item_id = item_id
+
+
+class StreamRecord:
+    """One record of a batch: its value, key and headers, and where it came from."""
+
+    __slots__ = ()
+
+    item_id: str
+    timestamp_ms: int
+    previous_attempts: int
+
+    @property
+    def value(self) -> bytes | None:
+        """The record's value, raw bytes."""
+        raise NotImplementedError
+
+    @property
+    def key(self) -> bytes | None:
+        """The record's key, raw bytes (None when it has none)."""
+        raise NotImplementedError
+
+    @property
+    def headers(self) -> dict[str, bytes]:
+        """The record's headers (Kafka) or its other fields (Redis)."""
+        raise NotImplementedError
+
+    def text(self) -> str:
+        """The value as UTF-8 text; ``RecordDecodeError`` if it is not."""
+        try:
+            return (self.value or b"").decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise RecordDecodeError(
+                f"record {self.item_id}: value is not valid UTF-8 ({exc})",
+                self.item_id,
+            ) from None
+
+    def json(self) -> Any:
+        """The value parsed as JSON; ``RecordDecodeError`` if it is not JSON."""
+        try:
+            return json.loads(self.value or b"")
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise RecordDecodeError(
+                f"record {self.item_id}: value is not valid JSON ({exc})",
+                self.item_id,
+            ) from None
+
+    def describe(self) -> dict[str, Any]:
+        """The record in its batch event's shape (JSON-ready)."""
+        raise NotImplementedError
+
+
+class KafkaRecord(StreamRecord):
+    """A Kafka record, wrapping what the consumer fetched."""
+
+    __slots__ = ("_record", "item_id", "timestamp_ms", "previous_attempts")
+
+    def __init__(self, record: Any) -> None:
+        self._record = record
+        self.item_id = f"{record.topic}-{record.partition}@{record.offset}"
+        self.timestamp_ms = record.timestamp
+        self.previous_attempts = 0
+
+    @property
+    def topic(self) -> str:
+        """The topic the record was read from."""
+        return str(self._record.topic)
+
+    @property
+    def partition(self) -> int:
+        """Its partition."""
+        return int(self._record.partition)
+
+    @property
+    def offset(self) -> int:
+        """Its offset in the partition."""
+        return int(self._record.offset)
+
+    @property
+    def value(self) -> bytes | None:
+        """The record's value, raw bytes."""
+        value: bytes | None = self._record.value
+        return value
+
+    @property
+    def key(self) -> bytes | None:
+        """The record's key, raw bytes (None when it has none)."""
+        key: bytes | None = self._record.key
+        return key
+
+    @property
+    def headers(self) -> dict[str, bytes]:
+        """The record's headers; a repeated header keeps its last value."""
+        return {name: value for name, value in self._record.headers or ()}
+
+    @property
+    def raw_headers(self) -> list[tuple[str, bytes]]:
+        """The headers as sent, in order, repeats included."""
+        return list(self._record.headers or ())
+
+    def describe(self) -> dict[str, Any]:
+        """The record as Lambda's Kafka event holds it."""
+        record = self._record
+        return {
+            "topic": record.topic,
+            "partition": record.partition,
+            "offset": record.offset,
+            "timestamp": record.timestamp,
+            "timestampType": timestamp_type(record.timestamp_type),
+            "key": b64(record.key),
+            "value": b64(record.value),
+            "headers": [
+                {name: list(value or b"")} for name, value in record.headers or ()
+            ],
+        }
+
+
+class RedisRecord(StreamRecord):
+    """A Redis stream entry: its stream, id and fields."""
+
+    __slots__ = ("stream", "id", "fields", "item_id", "timestamp_ms",
+                 "previous_attempts")  # fmt: skip
+
+    def __init__(
+        self, stream: str, entry_id: str, fields: dict[bytes, bytes], deliveries: int
+    ) -> None:
+        self.stream = stream
+        self.id = entry_id
+        self.fields = fields
+        self.item_id = f"{stream}@{entry_id}"
+        self.timestamp_ms = int(entry_id.partition("-")[0])
+        self.previous_attempts = max(0, deliveries - 1)
+
+    @property
+    def value(self) -> bytes | None:
+        """The ``value`` field, or the only field of a one-field entry."""
+        found = self.fields.get(REDIS_VALUE_FIELD.encode())
+        if found is None and len(self.fields) == 1:
+            found = next(iter(self.fields.values()))
+        return found
+
+    @property
+    def key(self) -> bytes | None:
+        """The ``key`` field, if the entry has one."""
+        return self.fields.get(b"key")
+
+    @property
+    def headers(self) -> dict[str, bytes]:
+        """Every field, names decoded."""
+        return {
+            name.decode("utf-8", "replace"): value
+            for name, value in self.fields.items()
+        }
+
+    def json(self) -> Any:
+        """The value parsed as JSON; an entry with no value field gives its
+        fields as a dict of strings."""
+        if self.value is None and self.fields:
+            return {name: value.decode("utf-8", "replace")
+                    for name, value in self.headers.items()}  # fmt: skip
+        return super().json()
+
+    def describe(self) -> dict[str, Any]:
+        """The entry as a Redis batch event holds it (fields as text)."""
+        return {
+            "stream": self.stream,
+            "id": self.id,
+            "fields": {
+                name: value.decode("utf-8", "replace")
+                for name, value in self.headers.items()
+            },
+        }
+
+
+class StreamBatch(Mapping[str, Any]):
+    """A batch of records; iterating it gives the records, indexing it the event.
+
+    ``batch["records"]`` and the other keys give the AWS-shaped event (built
+    on first use); ``for record in batch`` and ``len(batch)`` are about the
+    records. ``keys()``, ``items()`` and ``dict(batch)`` give the event.
+    """
+
+    def __init__(self, records: list[StreamRecord], source: dict[str, Any]) -> None:
+        self.records = records
+        self._source = source
+        self._event: dict[str, Any] | None = None
+
+    def __iter__(self) -> Iterator[StreamRecord]:  # type: ignore[override]
+        return iter(self.records)
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, key: str) -> Any:
+        return self.event[key]
+
+    def keys(self) -> KeysView[str]:
+        """The event's keys (not the records: iterate the batch for those)."""
+        return self.event.keys()
+
+    def items(self) -> ItemsView[str, Any]:
+        """The event's items."""
+        return self.event.items()
+
+    def values(self) -> ValuesView[Any]:
+        """The event's values."""
+        return self.event.values()
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.event
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} of {len(self.records)} records>"
+
+    @property
+    def event(self) -> dict[str, Any]:
+        """The batch as the AWS-shaped dict, built once."""
+        if self._event is None:
+            self._event = self._build()
+        return self._event
+
+    def _build(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def subset(self, records: list[StreamRecord]) -> StreamBatch:
+        """A batch of the same source holding only ``records``."""
+        return type(self)(records, self._source)
+
+
+class KafkaBatch(StreamBatch):
+    """A batch from Kafka, in the shape of Lambda's self-managed Kafka event."""
+
+    def _build(self) -> dict[str, Any]:
+        grouped: dict[str, list[dict[str, Any]]] = {}
+        for record in self.records:
+            assert isinstance(record, KafkaRecord)
+            where = f"{record.topic}-{record.partition}"
+            grouped.setdefault(where, []).append(record.describe())
+        return {
+            "eventSource": KAFKA_EVENT_SOURCE,
+            "bootstrapServers": self._source.get("bootstrap", ""),
+            "records": grouped,
+        }
+
+
+class RedisBatch(StreamBatch):
+    """A batch from Redis streams: ``{"eventSource", "group", "records": [...]}``."""
+
+    def _build(self) -> dict[str, Any]:
+        return {
+            "eventSource": REDIS_EVENT_SOURCE,
+            "group": self._source.get("group", ""),
+            "records": [record.describe() for record in self.records],
+        }
+
+
+def b64(data: bytes | None) -> str | None:
+    """Base64 text of ``data``, as Lambda encodes keys and values."""
+    return None if data is None else base64.b64encode(data).decode("ascii")
+
+
+def timestamp_type(kind: int) -> str:
+    """Kafka's timestamp type number as Lambda names it."""
+    return "LOG_APPEND_TIME" if kind == 1 else "CREATE_TIME"
