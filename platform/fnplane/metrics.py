@@ -13,7 +13,8 @@ metrics on ``Metrics.registry``.
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -29,6 +30,7 @@ DURATION_BUCKETS_S = (
 )  # fmt: skip
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
+T = TypeVar("T")
 
 
 class BucketCounts:
@@ -145,7 +147,19 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         self._functions: dict[str, FunctionStats] = {}
+        self._shared: dict[str, Any] = {}
         self.registry.register(InvocationCollector(self._functions))
+
+    def shared(self, key: str, build: Callable[[CollectorRegistry], T]) -> T:
+        """The metrics ``build`` registers, built once per registry.
+
+        Several sources of one kind share their metric families: the
+        registry refuses a name registered twice.
+        """
+        found = self._shared.get(key)
+        if found is None:
+            found = self._shared[key] = build(self.registry)
+        return found
 
     def function(self, name: str) -> FunctionStats:
         """The stats of function ``name``, created on first use."""

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import structlog
-from prometheus_client import Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from fnplane.errors import FunctionError
 from fnplane.events.stream import RecordDecodeError, StreamBatch, StreamRecord
@@ -211,11 +211,15 @@ def report_from_exception(
     return BatchReport({exc.item_id: failure}, set(after))
 
 
+def stream_metrics(invoker: Invoker) -> StreamMetrics:
+    """The stream metrics of the invoker's registry, shared by every source."""
+    return invoker.metrics.shared("streams", StreamMetrics)
+
+
 class StreamMetrics:
     """Counters every stream source keeps, per function and source."""
 
-    def __init__(self, invoker: Invoker) -> None:
-        registry = invoker.metrics.registry
+    def __init__(self, registry: CollectorRegistry) -> None:
         labels = ["function", "source"]
         self.records = Counter("fnplane_stream_records", "Records handed to "
                                "functions.", labels, registry=registry)  # fmt: skip
@@ -277,7 +281,7 @@ class BatchRunner:
         self._batch_size.observe(len(batch))
         attempts = {record.item_id: record.previous_attempts for record in batch}
         done: list[StreamRecord] = []
-        pending = list(batch)
+        pending = list(batch.records)
         while pending:
             pending = await self._dead_letter_expired(pending, attempts, done)
             report = await self._attempt(batch.subset(pending))

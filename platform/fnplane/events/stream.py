@@ -42,7 +42,7 @@ class RecordDecodeError(FunctionError, ValueError):
 class StreamRecord:
     """One record of a batch: its value, key and headers, and where it came from."""
 
-    __slots__ = ()
+    __slots__ = ("item_id", "timestamp_ms", "previous_attempts")
 
     item_id: str
     timestamp_ms: int
@@ -91,7 +91,7 @@ class StreamRecord:
 class KafkaRecord(StreamRecord):
     """A Kafka record, wrapping what the consumer fetched."""
 
-    __slots__ = ("_record", "item_id", "timestamp_ms", "previous_attempts")
+    __slots__ = ("_record",)
 
     def __init__(self, record: Any) -> None:
         self._record = record
@@ -156,8 +156,7 @@ class KafkaRecord(StreamRecord):
 class RedisRecord(StreamRecord):
     """A Redis stream entry: its stream, id and fields."""
 
-    __slots__ = ("stream", "id", "fields", "item_id", "timestamp_ms",
-                 "previous_attempts")  # fmt: skip
+    __slots__ = ("stream", "id", "fields")
 
     def __init__(
         self, stream: str, entry_id: str, fields: dict[bytes, bytes], deliveries: int

@@ -1,0 +1,409 @@
+"""The Redis Streams source: consumer groups read in batches, acknowledged after
+success or dead-lettering.
+
+One ``StreamConsumer`` per ``redis_stream`` trigger:
+
+- settings: the group (``XGROUP CREATE ... MKSTREAM``; an existing group is
+  fine) and a consumer name unique to this process unless configured;
+- consume loop: ``XREADGROUP COUNT n BLOCK ms`` fills a batch up to
+  ``batch_size`` or ``batch_window``; first, once, the consumer's own pending
+  entries (a configured name coming back after a crash); every
+  ``claim_idle / 2``, ``XAUTOCLAIM`` takes over entries another consumer
+  left pending longer than ``claim_idle`` (a crashed process's work);
+- parsing: entries become ``RedisRecord``s in a ``RedisBatch``; the
+  delivery count of a claimed entry counts as its earlier attempts, so a
+  record that kills every consumer that takes it still reaches the dead
+  letter;
+- bookkeeping: ``BatchRunner`` retries and dead-letters (``XADD`` of the
+  original fields plus ``fnplane-*`` metadata fields), then one multi-id
+  ``XACK`` per stream acknowledges what is done. Entries being retried stay
+  pending; entries abandoned at shutdown stay pending for the next owner.
+
+A server that is down or goes away is retried with backoff; a group that
+vanished with the server's data is created again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import socket
+import time
+from typing import TYPE_CHECKING, Any
+
+import redis.asyncio as redis
+import structlog
+from prometheus_client import Gauge
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from fnplane.events.stream import RedisBatch, RedisRecord, StreamRecord
+from fnplane.stream_trigger import RedisStreamTrigger
+from fnplane.streams import (
+    BatchRunner,
+    DeadRecord,
+    dead_letter_metadata,
+    stream_metrics,
+)
+
+if TYPE_CHECKING:
+    from fnplane.function import Function
+    from fnplane.invoke import Invoker
+
+logger = structlog.get_logger(__name__)
+
+SOURCE = "redis"
+# How long one XREADGROUP may block while no entry is waiting: bounds how
+# long a stop request waits for the loop to notice it.
+IDLE_BLOCK_MS = 1000
+RECONNECT_BASE_S = 0.2
+RECONNECT_CAP_S = 5.0
+UNAVAILABLE = (RedisConnectionError, RedisTimeoutError, OSError)
+
+
+def create_source(invoker: Invoker) -> RedisStreamSource:
+    """The Redis Streams source for every ``redis_stream`` trigger of the app."""
+    return RedisStreamSource(invoker)
+
+
+class RedisStreamSource:
+    """Runs one consumer per ``redis_stream`` trigger."""
+
+    def __init__(self, invoker: Invoker) -> None:
+        self.invoker = invoker
+        self.consumers = [
+            StreamConsumer(invoker, function, trigger)
+            for function in invoker.app.functions.values()
+            for trigger in function.triggers
+            if isinstance(trigger, RedisStreamTrigger)
+        ]
+
+    async def start(self) -> None:
+        """Start every consumer's loop (they connect, and reconnect, on their own)."""
+        for consumer in self.consumers:
+            consumer.start()
+
+    def stop_intake(self) -> None:
+        """Read no new entries; batches in flight go on."""
+        for consumer in self.consumers:
+            consumer.stop_intake()
+
+    async def stop(self, grace_s: float) -> None:
+        """Finish in-flight batches within ``grace_s``, acknowledge, disconnect."""
+        await asyncio.gather(*(c.stop(grace_s) for c in self.consumers))
+
+
+class StreamConsumer:
+    """One trigger's consumer: its group, its loop and its acknowledgements."""
+
+    def __init__(
+        self, invoker: Invoker, function: Function, trigger: RedisStreamTrigger
+    ) -> None:
+        self.function = function.name
+        self.trigger = trigger
+        self.options = trigger.options
+        self.url = trigger.url or invoker.settings.redis_url
+        self.group = trigger.group or function.name
+        self.consumer = trigger.consumer or default_consumer_name()
+        self.streams = trigger.streams
+        self.client: Any = redis.Redis.from_url(self.url)
+        metrics = stream_metrics(invoker)
+        self.runner = BatchRunner(
+            invoker, function.name, SOURCE, self.options, self._dead_letter, metrics
+        )
+        self._pending_gauge = pending_gauge(invoker)
+        self._intake = True
+        self._loop_task: asyncio.Task[None] | None = None
+        self._batches: set[asyncio.Task[None]] = set()
+        self._slots = asyncio.Semaphore(self.options.concurrency)
+        self._in_flight: set[str] = set()
+        self._carried: list[RedisRecord] = []
+        self._next_claim_at = 0.0
+        self._log = logger.bind(
+            function=self.function, group=self.group, consumer=self.consumer
+        )
+
+    def start(self) -> None:
+        """Start the consume loop."""
+        self._loop_task = asyncio.create_task(self._consume(), name=self.function)
+
+    def stop_intake(self) -> None:
+        """Stop reading; in-flight batches go on."""
+        self._intake = False
+
+    async def stop(self, grace_s: float) -> None:
+        """Wait up to ``grace_s`` for batches, abandon the rest, leave, disconnect."""
+        self._intake = False
+        if self._loop_task is not None:
+            self._loop_task.cancel()
+            await asyncio.gather(self._loop_task, return_exceptions=True)
+        if self._batches:
+            _, late = await asyncio.wait(self._batches, timeout=grace_s)
+            if late:
+                # Stop retrying: what is not done stays pending for another
+                # consumer (or this one, by name) to take.
+                self.runner.stopping.set()
+                await asyncio.wait(late, timeout=1.0)
+        await self._leave()
+        await self.client.aclose()
+        self._log.info("source.redis_stopped")
+
+    async def _consume(self) -> None:
+        """Read, hand over and acknowledge batches until intake stops."""
+        delay_s = RECONNECT_BASE_S
+        recovered = False
+        first_id = "$" if self.options.start == "latest" else "0"
+        while self._intake:
+            try:
+                if not recovered:
+                    await self._create_groups(first_id)
+                    await self._recover_own_pending()
+                    recovered = True
+                    delay_s = RECONNECT_BASE_S
+                    self._log.info("source.redis_started", streams=self.streams)
+                await self._slots.acquire()
+                try:
+                    records = await self._next_batch()
+                except BaseException:
+                    self._slots.release()
+                    raise
+                if not records:
+                    self._slots.release()
+                    continue
+                self._spawn(records)
+                delay_s = RECONNECT_BASE_S
+            except UNAVAILABLE as exc:
+                self._log.warning(
+                    "source.redis_unavailable", url=self.url, error=str(exc),
+                    retry_in_s=round(delay_s, 2),
+                )  # fmt: skip
+                await asyncio.sleep(delay_s)
+                delay_s = min(RECONNECT_CAP_S, delay_s * 2)
+            except ResponseError as exc:
+                if "NOGROUP" not in str(exc):
+                    raise
+                # The server lost its data (a restart without persistence):
+                # the group is created again, reading the stream from its
+                # start so that entries added meanwhile are not skipped.
+                self._log.warning("source.redis_group_missing", error=str(exc))
+                recovered = False
+                first_id = "0"
+
+    async def _create_groups(self, first_id: str) -> None:
+        """``XGROUP CREATE`` each stream's group (``MKSTREAM``) at ``first_id``;
+        an existing group is fine."""
+        for stream in self.streams:
+            try:
+                await self.client.xgroup_create(
+                    stream, self.group, first_id, mkstream=True
+                )
+            except ResponseError as exc:
+                if "BUSYGROUP" not in str(exc):
+                    raise
+
+    async def _recover_own_pending(self) -> None:
+        """Hand over entries still pending under this consumer's own name.
+
+        Only a configured name can find any: they are what it had read and
+        not acknowledged when it stopped or crashed.
+        """
+        for stream in self.streams:
+            while self._intake:
+                reply = await self.client.xreadgroup(
+                    self.group, self.consumer, {stream: "0"},
+                    count=self.options.batch_size,
+                )  # fmt: skip
+                records = await self._with_deliveries(parse_reply(reply))
+                if not records:
+                    break
+                await self._slots.acquire()
+                self._spawn(records)
+                await self._drain_batches()
+
+    async def _next_batch(self) -> list[RedisRecord]:
+        """Claimed entries if any are due, else new ones, up to the batch limits."""
+        if time.monotonic() >= self._next_claim_at:
+            self._next_claim_at = time.monotonic() + self.trigger.claim_idle_s / 2
+            claimed = await self._claim_idle()
+            if claimed:
+                return claimed
+        records, self._carried = self._carried, []
+        window_ends: float | None = None
+        while self._intake and len(records) < self.options.batch_size:
+            if window_ends is None:
+                block_ms = IDLE_BLOCK_MS
+            else:
+                block_ms = int((window_ends - time.monotonic()) * 1000)
+                if block_ms < 1:
+                    break
+            reply = await self.client.xreadgroup(
+                self.group, self.consumer, dict.fromkeys(self.streams, ">"),
+                count=self.options.batch_size - len(records), block=block_ms,
+            )  # fmt: skip
+            fetched = parse_reply(reply)
+            if not fetched:
+                if window_ends is None and not records:
+                    return []
+                if window_ends is not None:
+                    break
+            records.extend(fetched)
+            if window_ends is None and records:
+                window_ends = time.monotonic() + self.options.batch_window_s
+        return self._within_bytes(records)
+
+    def _within_bytes(self, records: list[RedisRecord]) -> list[RedisRecord]:
+        """Cut the batch at ``max_batch_bytes``; the rest opens the next one."""
+        limit = self.options.max_batch_bytes
+        if limit is None:
+            return records
+        size = 0
+        for index, record in enumerate(records):
+            size += sum(len(k) + len(v) for k, v in record.fields.items())
+            if size > limit and index > 0:
+                self._carried = records[index:]
+                return records[:index]
+        return records
+
+    async def _claim_idle(self) -> list[RedisRecord]:
+        """``XAUTOCLAIM`` entries idle past ``claim_idle``, skipping our own
+        in-flight ones, with their delivery counts."""
+        idle_ms = int(self.trigger.claim_idle_s * 1000)
+        claimed: list[RedisRecord] = []
+        for stream in self.streams:
+            reply = await self.client.xautoclaim(
+                stream, self.group, self.consumer, idle_ms, "0-0",
+                count=self.options.batch_size,
+            )  # fmt: skip
+            entries = [(stream, entry) for entry in reply[1] if entry[1] is not None]
+            claimed.extend(parse_entries(entries))
+            await self._report_pending(stream)
+        claimed = [r for r in claimed if r.item_id not in self._in_flight]
+        if claimed:
+            self._log.info("source.redis_claimed", records=len(claimed))
+        return await self._with_deliveries(claimed)
+
+    async def _with_deliveries(self, records: list[RedisRecord]) -> list[RedisRecord]:
+        """Set each record's earlier attempts from its delivery count."""
+        if not records:
+            return records
+        async with self.client.pipeline(transaction=False) as pipe:
+            for record in records:
+                pipe.xpending_range(record.stream, self.group, record.id, record.id, 1)
+            replies = await pipe.execute()
+        for record, reply in zip(records, replies, strict=True):
+            if reply:
+                record.previous_attempts = max(0, reply[0]["times_delivered"] - 1)
+        return records
+
+    async def _report_pending(self, stream: str) -> None:
+        summary = await self.client.xpending(stream, self.group)
+        self._pending_gauge.labels(self.function, stream).set(summary["pending"])
+
+    def _spawn(self, records: list[RedisRecord]) -> None:
+        """Run a batch in its own task; its slot frees when it is acknowledged."""
+        self._in_flight.update(record.item_id for record in records)
+        task = asyncio.create_task(self._handle(records))
+        self._batches.add(task)
+        task.add_done_callback(self._batches.discard)
+
+    async def _drain_batches(self) -> None:
+        if self._batches:
+            await asyncio.wait(set(self._batches))
+
+    async def _handle(self, records: list[RedisRecord]) -> None:
+        """Run one batch to its end, then acknowledge what is done."""
+        try:
+            done = await self.runner.run(
+                RedisBatch(list(records), {"group": self.group})
+            )
+            await self._acknowledge(done)
+        except Exception:
+            self._log.exception("source.redis_batch_failed", records=len(records))
+        finally:
+            self._in_flight.difference_update(record.item_id for record in records)
+            self._slots.release()
+
+    async def _acknowledge(self, done: list[StreamRecord]) -> None:
+        """One ``XACK`` per stream for the done records, retried while the
+        server is away (unacknowledged entries would only come back)."""
+        by_stream: dict[str, list[str]] = {}
+        for record in done:
+            assert isinstance(record, RedisRecord)
+            by_stream.setdefault(record.stream, []).append(record.id)
+        delay_s = RECONNECT_BASE_S
+        while by_stream:
+            try:
+                for stream, ids in list(by_stream.items()):
+                    await self.client.xack(stream, self.group, *ids)
+                    del by_stream[stream]
+            except UNAVAILABLE as exc:
+                if self.runner.stopping.is_set():
+                    return
+                self._log.warning("source.redis_ack_retry", error=str(exc))
+                await asyncio.sleep(delay_s)
+                delay_s = min(RECONNECT_CAP_S, delay_s * 2)
+
+    async def _dead_letter(self, dead: list[DeadRecord]) -> None:
+        """``XADD`` each record to the dead-letter stream: its fields and why."""
+        target = self.options.dead_letter
+        if target is None:
+            return
+        async with self.client.pipeline(transaction=False) as pipe:
+            for dead_record in dead:
+                record = dead_record.record
+                assert isinstance(record, RedisRecord)
+                fields: dict[Any, Any] = dict(record.fields)
+                fields.update(dead_letter_metadata(dead_record, self.function))
+                pipe.xadd(target, fields)
+            await pipe.execute()
+
+    async def _leave(self) -> None:
+        """Remove this consumer from its groups if it holds no pending entry."""
+        try:
+            for stream in self.streams:
+                consumers = await self.client.xinfo_consumers(stream, self.group)
+                mine = [c for c in consumers if c["name"].decode() == self.consumer]
+                if mine and mine[0]["pending"] == 0:
+                    await self.client.xgroup_delconsumer(
+                        stream, self.group, self.consumer
+                    )
+        except (*UNAVAILABLE, ResponseError) as exc:
+            self._log.info("source.redis_leave_skipped", error=str(exc))
+
+
+def default_consumer_name() -> str:
+    """Host, pid and a random suffix: unique per process, even a reused pid."""
+    return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(2)}"
+
+
+def parse_reply(reply: Any) -> list[RedisRecord]:
+    """Records from an ``XREADGROUP`` reply: ``[[stream, [(id, fields)...]]...]``."""
+    if not reply:
+        return []
+    return parse_entries(
+        (stream, entry) for stream, entries in reply for entry in entries
+    )
+
+
+def parse_entries(entries: Any) -> list[RedisRecord]:
+    """``RedisRecord``s from ``(stream, (id, fields))`` pairs; first delivery."""
+    records = []
+    for stream, (entry_id, fields) in entries:
+        if fields is None:
+            continue
+        name = stream.decode() if isinstance(stream, bytes) else stream
+        records.append(RedisRecord(name, entry_id.decode(), fields, 1))
+    return records
+
+
+def pending_gauge(invoker: Invoker) -> Gauge:
+    """The ``fnplane_redis_pending`` gauge of this invoker's registry."""
+    return invoker.metrics.shared(
+        "redis_pending",
+        lambda registry: Gauge(
+            "fnplane_redis_pending", "Entries read by the group and not acknowledged.",
+            ["function", "stream"], registry=registry,
+        ),
+    )  # fmt: skip
