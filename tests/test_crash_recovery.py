@@ -9,18 +9,13 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
-import signal
-import socket
-import subprocess
-import sys
 import textwrap
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.processes import FnplaneProcess, wait_until
 
 FUNCTIONS = textwrap.dedent(
     """
@@ -49,75 +44,18 @@ FUNCTIONS = textwrap.dedent(
         record("http " + str(event.json()["n"]))
     """
 )
-START_TIMEOUT_S = 20.0
-DONE_TIMEOUT_S = 60.0
 
 
-def free_port() -> int:
-    """A TCP port nothing listens on right now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-class RunningPlatform:
-    """``fnplane run`` in a subprocess, restartable on the same state folder."""
+class RunningPlatform(FnplaneProcess):
+    """The crash functions in ``fnplane run``, restartable on one state folder."""
 
     def __init__(self, tmp: Path) -> None:
-        self.tmp = tmp
-        self.port = free_port()
-        self.functions = tmp / "crash_functions.py"
-        self.functions.write_text(FUNCTIONS)
+        functions = tmp / "crash_functions.py"
+        functions.write_text(FUNCTIONS)
         self.log = tmp / "handled.log"
         self.inbox = tmp / "inbox"
-        self.process: subprocess.Popen[bytes] | None = None
-        self.starts = 0
-
-    def start(self) -> None:
-        """Start and wait until the platform answers /health."""
-        self.starts += 1
-        env = {
-            **os.environ,
-            "CRASH_LOG": str(self.log),
-            "CRASH_INBOX": str(self.inbox),
-        }
-        with (self.tmp / f"platform-{self.starts}.log").open("wb") as output:
-            self.process = subprocess.Popen(
-                [
-                    *fnplane_command(), "run", str(self.functions),
-                    "--port", str(self.port),
-                    "--state-dir", str(self.tmp / "state"),
-                    "--log-level", "warning",
-                ],
-                cwd=self.tmp, env=env, stdout=output, stderr=subprocess.STDOUT,
-            )  # fmt: skip
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while time.monotonic() < deadline:
-            assert self.process.poll() is None, "fnplane run exited during start"
-            try:
-                urllib.request.urlopen(
-                    f"http://127.0.0.1:{self.port}/health", timeout=1
-                )
-                return
-            except OSError:
-                time.sleep(0.05)
-        raise AssertionError("fnplane run did not answer /health in time")
-
-    def kill(self) -> None:
-        """``kill -9``: no shutdown, no drain, nothing flushed."""
-        assert self.process is not None
-        os.kill(self.process.pid, signal.SIGKILL)
-        self.process.wait()
-
-    def stop(self) -> None:
-        """Stop gracefully if still running."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        env = {"CRASH_LOG": str(self.log), "CRASH_INBOX": str(self.inbox)}
+        super().__init__(tmp, functions, env)
 
     def handled(self, kind: str) -> set[str]:
         """Names or numbers the handler recorded for ``kind`` (file or http)."""
@@ -127,29 +65,12 @@ class RunningPlatform:
         return {line.split(" ", 1)[1] for line in lines if line.startswith(kind + " ")}
 
 
-def fnplane_command() -> list[str]:
-    """The venv's ``fnplane`` console script (or the module, if not installed)."""
-    script = Path(sys.executable).with_name("fnplane")
-    if script.exists():
-        return [str(script)]
-    return [sys.executable, "-m", "fnplane.cli"]
-
-
 @pytest.fixture
 def platform(tmp_path: Path) -> Iterator[RunningPlatform]:
     """A subprocess platform, stopped at the end of the test."""
     running = RunningPlatform(tmp_path)
     yield running
     running.stop()
-
-
-def wait_until(condition: object, what: str) -> None:
-    """Poll ``condition`` (a callable) until true, or fail saying ``what``."""
-    deadline = time.monotonic() + DONE_TIMEOUT_S
-    while not condition():  # type: ignore[operator]
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not done within {DONE_TIMEOUT_S} s: {what}")
-        time.sleep(0.05)
 
 
 def test_files_dropped_around_a_kill_are_all_handled(

@@ -284,6 +284,8 @@ class BatchRunner:
         pending = list(batch.records)
         while pending:
             pending = await self._dead_letter_expired(pending, attempts, done)
+            if not pending:
+                break
             report = await self._attempt(batch.subset(pending))
             retry, dead = self._sort_out(pending, report, attempts, done)
             if dead:
