@@ -10,6 +10,7 @@ from fnplane.app import App
 from fnplane.context import Context
 from fnplane.errors import (
     BadRequestError,
+    BatchFailure,
     FnplaneError,
     FunctionError,
     FunctionNotFoundError,
@@ -19,15 +20,18 @@ from fnplane.errors import (
     InvocationError,
     InvocationTimeoutError,
     LoadError,
+    RecordDecodeError,
     RegistrationError,
     ThrottledError,
 )
 from fnplane.events.http_request import HttpRequest
 from fnplane.events.http_response import Response
+from fnplane.events.stream import KafkaBatch, KafkaRecord, RedisBatch, RedisRecord
 
 __all__ = [
     "App",
     "BadRequestError",
+    "BatchFailure",
     "Context",
     "FnplaneError",
     "FunctionError",
@@ -38,7 +42,12 @@ __all__ = [
     "InitError",
     "InvocationError",
     "InvocationTimeoutError",
+    "KafkaBatch",
+    "KafkaRecord",
     "LoadError",
+    "RecordDecodeError",
+    "RedisBatch",
+    "RedisRecord",
     "RegistrationError",
     "Response",
     "ThrottledError",

@@ -12,14 +12,19 @@
     │   ├── InitError                    the environment's Init failed or timed out
     │   └── HandlerError                 the handler raised
     └── FunctionError                    raised by a handler on purpose ("handled")
-        └── HttpError                    ... with the HTTP status to answer
-            └── BadRequestError (ValueError)  the request body is not what was asked
+        ├── HttpError                    ... with the HTTP status to answer
+        │   └── BadRequestError (ValueError)  the request body is not what was asked
+        ├── BatchFailure                 some records of a stream batch failed
+        └── RecordDecodeError (ValueError)  a stream record's value is not JSON/UTF-8
 
 Usage errors also subclass the matching builtin so code that catches
 ``ValueError`` or ``LookupError`` keeps working.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
 
 
 class FnplaneError(Exception):
@@ -126,3 +131,29 @@ class BadRequestError(HttpError, ValueError):
     """The request could not be read as asked (bad JSON, bad UTF-8): a 400."""
 
     status_code = 400
+
+
+class BatchFailure(FunctionError):
+    """Raise from a stream batch handler to fail some records and keep the others.
+
+    ``records`` are the failed records or their ``item_id``s; only those are
+    retried. Equivalent to returning ``{"batchItemFailures": [...]}``.
+    """
+
+    def __init__(self, records: Iterable[Any], message: str = "record failed") -> None:
+        super().__init__(message)
+        self.item_ids = [
+            item if isinstance(item, str) else item.item_id for item in records
+        ]
+
+
+class RecordDecodeError(FunctionError, ValueError):
+    """A stream record's value is not what ``json()`` or ``text()`` was asked to read.
+
+    Raised from a handler it fails that record (a record failure), never the
+    consumer: ``item_id`` names the record.
+    """
+
+    def __init__(self, message: str, item_id: str) -> None:
+        super().__init__(message)
+        self.item_id = item_id

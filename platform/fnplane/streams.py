@@ -9,8 +9,8 @@ broker delivers them again.
 Handlers steer the outcome per record: they return Lambda's
 ``{"batchItemFailures": [{"itemIdentifier": ...}]}`` or raise
 ``BatchFailure`` naming the failed records; a ``RecordDecodeError`` (from
-``record.json()``) fails its record, and the records after it are tried
-again without counting an attempt. Any other exception fails the whole batch
+``record.json()``) fails its record, and the batch's other records are
+tried again without counting an attempt. Any other exception fails the whole batch
 (split in halves first with ``bisect_on_error``). A handler registered with
 ``per_record=True`` is called once per record inside one invocation: a
 record that raises fails alone.
@@ -20,15 +20,15 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import structlog
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
-from fnplane.errors import FunctionError
-from fnplane.events.stream import RecordDecodeError, StreamBatch, StreamRecord
+from fnplane.errors import BatchFailure, RecordDecodeError
+from fnplane.events.stream import StreamBatch, StreamRecord
 from fnplane.function import Handler, is_coroutine_function
 
 if TYPE_CHECKING:
@@ -42,22 +42,6 @@ ITEM_IDENTIFIER = "itemIdentifier"
 RETRIES_EXHAUSTED = "RetriesExhausted"
 RECORD_AGE_EXCEEDED = "RecordAgeExceeded"
 DEAD_LETTER_RETRY_S = 1.0
-
-
-class BatchFailure(FunctionError):
-    """Raise from a batch handler to fail some records and keep the others.
-
-    ``records`` are the failed records or their ``item_id``s; only those are
-    retried. Equivalent to returning ``{"batchItemFailures": [...]}``.
-    """
-
-    def __init__(
-        self, records: Iterable[StreamRecord | str], message: str = "record failed"
-    ) -> None:
-        super().__init__(message)
-        self.item_ids = [
-            item if isinstance(item, str) else item.item_id for item in records
-        ]
 
 
 @dataclass(slots=True)
@@ -204,11 +188,11 @@ def report_from_exception(
     failure = RecordFailure(exc.error_type, str(exc))
     if isinstance(exc, BatchFailure):
         return BatchReport(dict.fromkeys(exc.item_ids, failure))
-    # The handler stopped at this record: those before it were handled, the
-    # ones after it were never reached.
-    ids = [record.item_id for record in batch]
-    after = ids[ids.index(exc.item_id) + 1 :] if exc.item_id in ids else []
-    return BatchReport({exc.item_id: failure}, set(after))
+    # The handler stopped at this record, and what it did with the others
+    # is unknown (it may parse them all before acting): they come again,
+    # with no attempt counted against them.
+    others = {record.item_id for record in batch} - {exc.item_id}
+    return BatchReport({exc.item_id: failure}, others)
 
 
 def stream_metrics(invoker: Invoker) -> StreamMetrics:

@@ -19,24 +19,12 @@ import json
 from collections.abc import ItemsView, Iterator, KeysView, Mapping, ValuesView
 from typing import Any
 
-from fnplane.errors import FunctionError
+from fnplane.errors import RecordDecodeError
 
 KAFKA_EVENT_SOURCE = "SelfManagedKafka"
 REDIS_EVENT_SOURCE = "fnplane:redis"
 # The field a Redis entry's value is read from when it has several fields.
 REDIS_VALUE_FIELD = "value"
-
-
-class RecordDecodeError(FunctionError, ValueError):
-    """A record's value is not what ``json()`` or ``text()`` was asked to read.
-
-    Raised from a handler it fails that record (a record failure), never the
-    consumer: ``item_id`` names the record.
-    """
-
-    def __init__(self, message: str, item_id: str) -> None:
-        super().__init__(message)
-        self.item_id = item_id
 
 
 class StreamRecord:
