@@ -116,9 +116,9 @@ class StreamConsumer:
         self._pending_gauge = pending_gauge(invoker)
         self._intake = True
         self._loop_task: asyncio.Task[None] | None = None
-        self._batches: set[asyncio.Task[None]] = set()
+        # Each batch in flight, by its task: claims must skip their entries.
+        self._batches: dict[asyncio.Task[None], list[RedisRecord]] = {}
         self._slots = asyncio.Semaphore(self.options.concurrency)
-        self._in_flight: set[str] = set()
         self._carried: list[RedisRecord] = []
         self._next_claim_at = 0.0
         self._log = logger.bind(
@@ -276,10 +276,10 @@ class StreamConsumer:
                 stream, self.group, self.consumer, idle_ms, "0-0",
                 count=self.options.batch_size,
             )  # fmt: skip
-            entries = [(stream, entry) for entry in reply[1] if entry[1] is not None]
-            claimed.extend(parse_entries(entries))
+            claimed.extend(parse_entries(stream, reply[1]))
             await self._report_pending(stream)
-        claimed = [r for r in claimed if r.item_id not in self._in_flight]
+        busy = {r.item_id for records in self._batches.values() for r in records}
+        claimed = [r for r in claimed if r.item_id not in busy]
         if claimed:
             self._log.info("source.redis_claimed", records=len(claimed))
         return await self._with_deliveries(claimed)
@@ -303,10 +303,12 @@ class StreamConsumer:
 
     def _spawn(self, records: list[RedisRecord]) -> None:
         """Run a batch in its own task; its slot frees when it is acknowledged."""
-        self._in_flight.update(record.item_id for record in records)
         task = asyncio.create_task(self._handle(records))
-        self._batches.add(task)
-        task.add_done_callback(self._batches.discard)
+        self._batches[task] = records
+        task.add_done_callback(self._forget)
+
+    def _forget(self, task: asyncio.Task[None]) -> None:
+        del self._batches[task]
 
     async def _drain_batches(self) -> None:
         if self._batches:
@@ -322,16 +324,15 @@ class StreamConsumer:
         except Exception:
             self._log.exception("source.redis_batch_failed", records=len(records))
         finally:
-            self._in_flight.difference_update(record.item_id for record in records)
             self._slots.release()
 
     async def _acknowledge(self, done: list[StreamRecord]) -> None:
         """One ``XACK`` per stream for the done records, retried while the
         server is away (unacknowledged entries would only come back)."""
-        by_stream: dict[str, list[str]] = {}
+        by_stream: dict[str, list[bytes | str]] = {}
         for record in done:
             assert isinstance(record, RedisRecord)
-            by_stream.setdefault(record.stream, []).append(record.id)
+            by_stream.setdefault(record.stream, []).append(record.raw_id)
         delay_s = RECONNECT_BASE_S
         while by_stream:
             try:
@@ -380,22 +381,21 @@ def default_consumer_name() -> str:
 
 def parse_reply(reply: Any) -> list[RedisRecord]:
     """Records from an ``XREADGROUP`` reply: ``[[stream, [(id, fields)...]]...]``."""
-    if not reply:
-        return []
-    return parse_entries(
-        (stream, entry) for stream, entries in reply for entry in entries
-    )
-
-
-def parse_entries(entries: Any) -> list[RedisRecord]:
-    """``RedisRecord``s from ``(stream, (id, fields))`` pairs; first delivery."""
-    records = []
-    for stream, (entry_id, fields) in entries:
-        if fields is None:
-            continue
-        name = stream.decode() if isinstance(stream, bytes) else stream
-        records.append(RedisRecord(name, entry_id.decode(), fields, 1))
+    records: list[RedisRecord] = []
+    for stream, entries in reply or ():
+        records.extend(parse_entries(stream, entries))
     return records
+
+
+def parse_entries(stream: bytes | str, entries: Any) -> list[RedisRecord]:
+    """``RedisRecord``s from one stream's ``(id, fields)`` pairs; an entry
+    deleted meanwhile (no fields) is skipped."""
+    name = stream.decode() if isinstance(stream, bytes) else stream
+    return [
+        RedisRecord(name, entry_id, fields)
+        for entry_id, fields in entries
+        if fields is not None
+    ]
 
 
 def pending_gauge(invoker: Invoker) -> Gauge:

@@ -163,7 +163,7 @@ def report_from_value(batch: StreamBatch, value: Any) -> BatchReport:
     report = BatchReport()
     if not isinstance(value, dict) or BATCH_ITEM_FAILURES not in value:
         return report
-    known = {record.item_id for record in batch}
+    known = {record.item_id for record in batch.records}
     for item in value[BATCH_ITEM_FAILURES] or ():
         item_id = item.get(ITEM_IDENTIFIER) if isinstance(item, dict) else None
         if item_id in known:
@@ -177,7 +177,7 @@ def report_from_value(batch: StreamBatch, value: Any) -> BatchReport:
                 f"batchItemFailures names {item_id!r}, which is not in the batch; "
                 f"use record.item_id",
             )
-            return BatchReport({record.item_id: failure for record in batch})
+            return BatchReport({record.item_id: failure for record in batch.records})
     return report
 
 
@@ -191,7 +191,7 @@ def report_from_exception(
     # The handler stopped at this record, and what it did with the others
     # is unknown (it may parse them all before acting): they come again,
     # with no attempt counted against them.
-    others = {record.item_id for record in batch} - {exc.item_id}
+    others = {record.item_id for record in batch.records} - {exc.item_id}
     return BatchReport({exc.item_id: failure}, others)
 
 
@@ -257,33 +257,35 @@ class BatchRunner:
         """Handle ``batch``; return the records that are done with.
 
         Done means succeeded or dead-lettered. On shutdown (``stopping``) the
-        records still waiting for a retry are abandoned: not returned.
+        records still waiting for a retry are abandoned: not returned. Each
+        record's ``previous_attempts`` counts its failed attempts.
         """
         started = time.perf_counter()
         self._batches.inc()
         self._records.inc(len(batch))
         self._batch_size.observe(len(batch))
-        attempts = {record.item_id: record.previous_attempts for record in batch}
         done: list[StreamRecord] = []
-        pending = list(batch.records)
+        pending = await self._dead_letter_expired(batch.records, done)
         while pending:
-            pending = await self._dead_letter_expired(pending, attempts, done)
-            if not pending:
+            report = await self._attempt(
+                batch if pending is batch.records else batch.subset(pending)
+            )
+            if not report.failures and not report.unattempted:
+                done.extend(pending)
                 break
-            report = await self._attempt(batch.subset(pending))
-            retry, dead = self._sort_out(pending, report, attempts, done)
+            retry, dead = self._sort_out(pending, report, done)
             if dead:
                 await self._send_dead(dead)
                 done.extend(dead_record.record for dead_record in dead)
-            if retry and not await self._back_off(retry, attempts):
+            if retry and not await self._back_off(retry):
                 break
-            pending = retry
+            pending = await self._dead_letter_expired(retry, done)
         self._batch_duration.observe(time.perf_counter() - started)
         return done
 
     async def _attempt(self, batch: StreamBatch) -> BatchReport:
         """One invocation; a failed one splits in halves with ``bisect_on_error``."""
-        attempt = 1 + max(record.previous_attempts for record in batch)
+        attempt = 1 + max(record.previous_attempts for record in batch.records)
         result = await self.invoker.invoke(
             self.function, batch, attempt=attempt, wait_for_slot=True
         )
@@ -302,14 +304,10 @@ class BatchRunner:
             first.unattempted |= second.unattempted
             return first
         failure = failure_of(result.error)
-        return BatchReport({record.item_id: failure for record in batch})
+        return BatchReport({record.item_id: failure for record in batch.records})
 
     def _sort_out(
-        self,
-        pending: list[StreamRecord],
-        report: BatchReport,
-        attempts: dict[str, int],
-        done: list[StreamRecord],
+        self, pending: list[StreamRecord], report: BatchReport, done: list[StreamRecord]
     ) -> tuple[list[StreamRecord], list[DeadRecord]]:
         """Split the attempted records into done, to retry and to dead-letter."""
         retry: list[StreamRecord] = []
@@ -324,21 +322,21 @@ class BatchRunner:
                     done.append(record)
                 continue
             self._failures.inc()
-            attempts[item_id] += 1
-            if attempts[item_id] >= self.options.max_attempts:
+            record.previous_attempts += 1
+            if record.previous_attempts >= self.options.max_attempts:
                 dead.append(
-                    DeadRecord(record, failure, attempts[item_id], RETRIES_EXHAUSTED)
+                    DeadRecord(
+                        record, failure, record.previous_attempts, RETRIES_EXHAUSTED
+                    )
                 )
             else:
                 retry.append(record)
         return retry, dead
 
-    async def _back_off(
-        self, retry: list[StreamRecord], attempts: dict[str, int]
-    ) -> bool:
+    async def _back_off(self, retry: list[StreamRecord]) -> bool:
         """Wait before the retry; False when shutdown comes first."""
         self._retries.inc(len(retry))
-        failed_attempts = max(attempts[record.item_id] for record in retry)
+        failed_attempts = max(record.previous_attempts for record in retry)
         delay_s = self.options.backoff.delay_s(failed_attempts)
         logger.warning(
             "stream.retrying",
@@ -347,8 +345,6 @@ class BatchRunner:
             attempt=failed_attempts + 1,
             delay_s=round(delay_s, 3),
         )
-        for record in retry:
-            record.previous_attempts = attempts[record.item_id]
         try:
             async with asyncio.timeout(delay_s):
                 await self.stopping.wait()
@@ -357,10 +353,7 @@ class BatchRunner:
         return False
 
     async def _dead_letter_expired(
-        self,
-        pending: list[StreamRecord],
-        attempts: dict[str, int],
-        done: list[StreamRecord],
+        self, pending: list[StreamRecord], done: list[StreamRecord]
     ) -> list[StreamRecord]:
         """Dead-letter the records older than ``max_record_age``; return the rest."""
         max_age_s = self.options.max_record_age_s
@@ -376,14 +369,13 @@ class BatchRunner:
         await self._send_dead(
             [
                 DeadRecord(
-                    record, failure, attempts[record.item_id], RECORD_AGE_EXCEEDED
+                    record, failure, record.previous_attempts, RECORD_AGE_EXCEEDED
                 )
                 for record in expired
             ]
         )
         done.extend(expired)
-        gone = {record.item_id for record in expired}
-        return [record for record in pending if record.item_id not in gone]
+        return [record for record in pending if record.timestamp_ms >= oldest_ms]
 
     async def _send_dead(self, dead: list[DeadRecord]) -> None:
         """Hand records to the dead letter, retrying until it takes them.

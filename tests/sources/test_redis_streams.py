@@ -415,15 +415,14 @@ async def test_metrics_count_records_batches_and_dead_letters(
     await publish(client, stream, [0, 1])
     platform = await start_platform(app)
     await asyncio.wait_for(done.wait(), WAIT_S)
+    labels = '{function="counted",source="redis"}'
+    dead_lettered = f"fnplane_stream_dead_lettered_total{labels} 1.0"
     await wait_until(
-        lambda: (
-            b"fnplane_stream_dead_lettered_total{" in platform.invoker.metrics.render()
-        ),
+        lambda: dead_lettered.encode() in platform.invoker.metrics.render(),
         "the dead letter's count",
     )
     text = platform.invoker.metrics.render().decode()
 
-    labels = '{function="counted",source="redis"}'
     assert f"fnplane_stream_records_total{labels} 2.0" in text
     assert f"fnplane_stream_record_failures_total{labels} 1.0" in text
     assert f"fnplane_stream_dead_lettered_total{labels} 1.0" in text

@@ -30,11 +30,21 @@ REDIS_VALUE_FIELD = "value"
 class StreamRecord:
     """One record of a batch: its value, key and headers, and where it came from."""
 
-    __slots__ = ("item_id", "timestamp_ms", "previous_attempts")
+    # Records are built by the hundred per batch: everything but the
+    # attempts count is derived on demand.
+    __slots__ = ("previous_attempts",)
 
-    item_id: str
-    timestamp_ms: int
     previous_attempts: int
+
+    @property
+    def item_id(self) -> str:
+        """The identifier a partial batch failure names the record by."""
+        raise NotImplementedError
+
+    @property
+    def timestamp_ms(self) -> int:
+        """When the record was written, in epoch milliseconds."""
+        raise NotImplementedError
 
     @property
     def value(self) -> bytes | None:
@@ -83,9 +93,18 @@ class KafkaRecord(StreamRecord):
 
     def __init__(self, record: Any) -> None:
         self._record = record
-        self.item_id = f"{record.topic}-{record.partition}@{record.offset}"
-        self.timestamp_ms = record.timestamp
         self.previous_attempts = 0
+
+    @property
+    def item_id(self) -> str:
+        """``"topic-partition@offset"``."""
+        record = self._record
+        return f"{record.topic}-{record.partition}@{record.offset}"
+
+    @property
+    def timestamp_ms(self) -> int:
+        """The record's Kafka timestamp."""
+        return int(self._record.timestamp)
 
     @property
     def topic(self) -> str:
@@ -144,17 +163,35 @@ class KafkaRecord(StreamRecord):
 class RedisRecord(StreamRecord):
     """A Redis stream entry: its stream, id and fields."""
 
-    __slots__ = ("stream", "id", "fields")
+    __slots__ = ("stream", "raw_id", "fields")
 
     def __init__(
-        self, stream: str, entry_id: str, fields: dict[bytes, bytes], deliveries: int
+        self,
+        stream: str,
+        entry_id: bytes | str,
+        fields: dict[bytes, bytes],
+        deliveries: int = 1,
     ) -> None:
         self.stream = stream
-        self.id = entry_id
+        self.raw_id = entry_id
         self.fields = fields
-        self.item_id = f"{stream}@{entry_id}"
-        self.timestamp_ms = int(entry_id.partition("-")[0])
         self.previous_attempts = max(0, deliveries - 1)
+
+    @property
+    def id(self) -> str:
+        """The entry's id, ``"<ms>-<seq>"``."""
+        raw = self.raw_id
+        return raw.decode() if isinstance(raw, bytes) else raw
+
+    @property
+    def item_id(self) -> str:
+        """``"stream@id"``."""
+        return f"{self.stream}@{self.id}"
+
+    @property
+    def timestamp_ms(self) -> int:
+        """The time part of the entry's id."""
+        return int(self.id.partition("-")[0])
 
     @property
     def value(self) -> bytes | None:
