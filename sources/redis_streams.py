@@ -30,7 +30,7 @@ import os
 import secrets
 import socket
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import redis.asyncio as redis
 import structlog
@@ -119,6 +119,7 @@ class StreamConsumer:
         # Each batch in flight, by its task: claims must skip their entries.
         self._batches: dict[asyncio.Task[None], list[RedisRecord]] = {}
         self._slots = asyncio.Semaphore(self.options.concurrency)
+        self._unacked: dict[str, list[bytes | str]] = {}
         self._carried: list[RedisRecord] = []
         self._next_claim_at = 0.0
         self._log = logger.bind(
@@ -146,6 +147,7 @@ class StreamConsumer:
                 # consumer (or this one, by name) to take.
                 self.runner.stopping.set()
                 await asyncio.wait(late, timeout=1.0)
+        await self._flush_acks()
         await self._leave()
         await self.client.aclose()
         self._log.info("source.redis_stopped")
@@ -211,10 +213,7 @@ class StreamConsumer:
         """
         for stream in self.streams:
             while self._intake:
-                reply = await self.client.xreadgroup(
-                    self.group, self.consumer, {stream: "0"},
-                    count=self.options.batch_size,
-                )  # fmt: skip
+                reply = await self._read({stream: "0"}, self.options.batch_size, None)
                 records = await self._with_deliveries(parse_reply(reply))
                 if not records:
                     break
@@ -238,9 +237,9 @@ class StreamConsumer:
                 block_ms = int((window_ends - time.monotonic()) * 1000)
                 if block_ms < 1:
                     break
-            reply = await self.client.xreadgroup(
-                self.group, self.consumer, dict.fromkeys(self.streams, ">"),
-                count=self.options.batch_size - len(records), block=block_ms,
+            reply = await self._read(
+                dict.fromkeys(self.streams, ">"),
+                self.options.batch_size - len(records), block_ms,
             )  # fmt: skip
             fetched = parse_reply(reply)
             if not fetched:
@@ -315,36 +314,68 @@ class StreamConsumer:
             await asyncio.wait(set(self._batches))
 
     async def _handle(self, records: list[RedisRecord]) -> None:
-        """Run one batch to its end, then acknowledge what is done."""
+        """Run one batch to its end; what is done is acknowledged with the
+        next read."""
         try:
-            done = await self.runner.run(
-                RedisBatch(list(records), {"group": self.group})
-            )
-            await self._acknowledge(done)
+            done = await self.runner.run(RedisBatch(records, {"group": self.group}))
+            self._owe_acks(done)
         except Exception:
             self._log.exception("source.redis_batch_failed", records=len(records))
         finally:
             self._slots.release()
 
-    async def _acknowledge(self, done: list[StreamRecord]) -> None:
-        """One ``XACK`` per stream for the done records, retried while the
-        server is away (unacknowledged entries would only come back)."""
-        by_stream: dict[str, list[bytes | str]] = {}
-        for record in done:
-            assert isinstance(record, RedisRecord)
-            by_stream.setdefault(record.stream, []).append(record.raw_id)
-        delay_s = RECONNECT_BASE_S
-        while by_stream:
+    def _owe_acks(self, done: list[StreamRecord]) -> None:
+        """Queue the done records' ids for the next ``XACK``."""
+        records = cast(list[RedisRecord], done)
+        if len(self.streams) == 1:
+            owed = self._unacked.setdefault(self.streams[0], [])
+            owed.extend([record.raw_id for record in records])
+            return
+        for record in records:
+            self._unacked.setdefault(record.stream, []).append(record.raw_id)
+
+    async def _read(
+        self, streams: dict[str, str], count: int, block_ms: int | None
+    ) -> Any:
+        """``XREADGROUP``, sent in one round trip after the ``XACK``s owed.
+
+        The acknowledgements run first on the server, so an entry is never
+        read again because its ``XACK`` waited; if the round trip fails they
+        stay owed (``XACK`` twice is harmless).
+        """
+        if not self._unacked:
+            return await self.client.xreadgroup(
+                self.group, self.consumer, streams, count=count, block=block_ms
+            )
+        owed, self._unacked = self._unacked, {}
+        try:
+            async with self.client.pipeline(transaction=False) as pipe:
+                for stream, ids in owed.items():
+                    pipe.xack(stream, self.group, *ids)
+                pipe.xreadgroup(
+                    self.group, self.consumer, streams, count=count, block=block_ms
+                )
+                replies = await pipe.execute()
+        except BaseException:
+            for stream, ids in owed.items():
+                self._unacked.setdefault(stream, []).extend(ids)
+            raise
+        return replies[-1]
+
+    async def _flush_acks(self) -> None:
+        """Send the ``XACK``s owed (at stop), retrying briefly while the server
+        is away; what stays unacknowledged is only delivered again."""
+        for attempt in range(3):
+            owed, self._unacked = self._unacked, {}
             try:
-                for stream, ids in list(by_stream.items()):
+                for stream, ids in list(owed.items()):
                     await self.client.xack(stream, self.group, *ids)
-                    del by_stream[stream]
+                    del owed[stream]
+                return
             except UNAVAILABLE as exc:
-                if self.runner.stopping.is_set():
-                    return
+                self._unacked = owed
                 self._log.warning("source.redis_ack_retry", error=str(exc))
-                await asyncio.sleep(delay_s)
-                delay_s = min(RECONNECT_CAP_S, delay_s * 2)
+                await asyncio.sleep(RECONNECT_BASE_S * 2**attempt)
 
     async def _dead_letter(self, dead: list[DeadRecord]) -> None:
         """``XADD`` each record to the dead-letter stream: its fields and why."""

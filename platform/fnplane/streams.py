@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from operator import attrgetter
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -42,6 +43,7 @@ ITEM_IDENTIFIER = "itemIdentifier"
 RETRIES_EXHAUSTED = "RetriesExhausted"
 RECORD_AGE_EXCEEDED = "RecordAgeExceeded"
 DEAD_LETTER_RETRY_S = 1.0
+PREVIOUS_ATTEMPTS = attrgetter("previous_attempts")
 
 
 @dataclass(slots=True)
@@ -285,7 +287,7 @@ class BatchRunner:
 
     async def _attempt(self, batch: StreamBatch) -> BatchReport:
         """One invocation; a failed one splits in halves with ``bisect_on_error``."""
-        attempt = 1 + max(record.previous_attempts for record in batch.records)
+        attempt = 1 + max(map(PREVIOUS_ATTEMPTS, batch.records))
         result = await self.invoker.invoke(
             self.function, batch, attempt=attempt, wait_for_slot=True
         )
@@ -307,7 +309,10 @@ class BatchRunner:
         return BatchReport({record.item_id: failure for record in batch.records})
 
     def _sort_out(
-        self, pending: list[StreamRecord], report: BatchReport, done: list[StreamRecord]
+        self,
+        pending: Sequence[StreamRecord],
+        report: BatchReport,
+        done: list[StreamRecord],
     ) -> tuple[list[StreamRecord], list[DeadRecord]]:
         """Split the attempted records into done, to retry and to dead-letter."""
         retry: list[StreamRecord] = []
@@ -353,8 +358,8 @@ class BatchRunner:
         return False
 
     async def _dead_letter_expired(
-        self, pending: list[StreamRecord], done: list[StreamRecord]
-    ) -> list[StreamRecord]:
+        self, pending: Sequence[StreamRecord], done: list[StreamRecord]
+    ) -> Sequence[StreamRecord]:
         """Dead-letter the records older than ``max_record_age``; return the rest."""
         max_age_s = self.options.max_record_age_s
         if max_age_s is None:

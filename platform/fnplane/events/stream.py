@@ -16,7 +16,14 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import ItemsView, Iterator, KeysView, Mapping, ValuesView
+from collections.abc import (
+    ItemsView,
+    Iterator,
+    KeysView,
+    Mapping,
+    Sequence,
+    ValuesView,
+)
 from typing import Any
 
 from fnplane.errors import RecordDecodeError
@@ -175,7 +182,7 @@ class RedisRecord(StreamRecord):
         self.stream = stream
         self.raw_id = entry_id
         self.fields = fields
-        self.previous_attempts = max(0, deliveries - 1)
+        self.previous_attempts = deliveries - 1 if deliveries > 1 else 0
 
     @property
     def id(self) -> str:
@@ -242,7 +249,7 @@ class StreamBatch(Mapping[str, Any]):
     records. ``keys()``, ``items()`` and ``dict(batch)`` give the event.
     """
 
-    def __init__(self, records: list[StreamRecord], source: dict[str, Any]) -> None:
+    def __init__(self, records: Sequence[StreamRecord], source: dict[str, Any]) -> None:
         self.records = records
         self._source = source
         self._event: dict[str, Any] | None = None
@@ -284,7 +291,7 @@ class StreamBatch(Mapping[str, Any]):
     def _build(self) -> dict[str, Any]:
         raise NotImplementedError
 
-    def subset(self, records: list[StreamRecord]) -> StreamBatch:
+    def subset(self, records: Sequence[StreamRecord]) -> StreamBatch:
         """A batch of the same source holding only ``records``."""
         return type(self)(records, self._source)
 
