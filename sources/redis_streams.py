@@ -116,6 +116,7 @@ class StreamConsumer:
         self._pending_gauge = pending_gauge(invoker)
         self._intake = True
         self._loop_task: asyncio.Task[None] | None = None
+        self._heartbeat_task: asyncio.Task[None] | None = None
         # Each batch in flight, by its task: claims must skip their entries.
         self._batches: dict[asyncio.Task[None], list[RedisRecord]] = {}
         self._slots = asyncio.Semaphore(self.options.concurrency)
@@ -129,6 +130,7 @@ class StreamConsumer:
     def start(self) -> None:
         """Start the consume loop."""
         self._loop_task = asyncio.create_task(self._consume(), name=self.function)
+        self._heartbeat_task = asyncio.create_task(self._heartbeat())
 
     def stop_intake(self) -> None:
         """Stop reading; in-flight batches go on."""
@@ -147,6 +149,9 @@ class StreamConsumer:
                 # consumer (or this one, by name) to take.
                 self.runner.stopping.set()
                 await asyncio.wait(late, timeout=1.0)
+        if self._heartbeat_task is not None:
+            self._heartbeat_task.cancel()
+            await asyncio.gather(self._heartbeat_task, return_exceptions=True)
         await self._flush_acks()
         await self._leave()
         await self.client.aclose()
@@ -282,6 +287,30 @@ class StreamConsumer:
         if claimed:
             self._log.info("source.redis_claimed", records=len(claimed))
         return await self._with_deliveries(claimed)
+
+    async def _heartbeat(self) -> None:
+        """Keep the entries of batches in flight from looking idle.
+
+        A batch may run (with its retries) past ``claim_idle``; without this
+        another consumer would claim its entries and handle them twice.
+        ``XCLAIM ... JUSTID`` to ourselves resets their idle time and leaves
+        the delivery count alone.
+        """
+        idle_ms = int(self.trigger.claim_idle_s * 1000)
+        while True:
+            await asyncio.sleep(self.trigger.claim_idle_s / 3)
+            by_stream: dict[str, list[bytes | str]] = {}
+            for records in list(self._batches.values()):
+                for record in records:
+                    by_stream.setdefault(record.stream, []).append(record.raw_id)
+            try:
+                for stream, ids in by_stream.items():
+                    await self.client.xclaim(
+                        stream, self.group, self.consumer, idle_ms // 3, ids,
+                        justid=True,
+                    )  # fmt: skip
+            except (*UNAVAILABLE, ResponseError) as exc:
+                self._log.warning("source.redis_heartbeat_failed", error=str(exc))
 
     async def _with_deliveries(self, records: list[RedisRecord]) -> list[RedisRecord]:
         """Set each record's earlier attempts from its delivery count."""

@@ -426,3 +426,82 @@ async def test_metrics_count_records_batches_and_dead_letters(
     assert f"fnplane_stream_records_total{labels} 2.0" in text
     assert f"fnplane_stream_record_failures_total{labels} 1.0" in text
     assert f"fnplane_stream_dead_lettered_total{labels} 1.0" in text
+
+
+async def test_a_long_batch_keeps_its_entries_from_other_consumers(
+    start_platform: Any, client: Any, redis_url: str
+) -> None:
+    """A batch running well past claim_idle is not claimed by a second
+    consumer of the group: every record is handled exactly once."""
+    stream, seen = unique("long"), []
+    release = asyncio.Event()
+
+    def app_for(name: str) -> App:
+        app = App()
+
+        @app.redis_stream(
+            stream, url=redis_url, group="long", start="earliest", claim_idle=0.6,
+            name=name,
+        )  # fmt: skip
+        async def slow(batch: Any, context: Any) -> None:
+            seen.extend(record.json() for record in batch)
+            await release.wait()
+
+        return app
+
+    await publish(client, stream, list(range(10)))
+    await start_platform(app_for("first"))
+    await wait_until(lambda: len(seen) == 10, "the first batch")
+    await start_platform(app_for("second"))
+    await asyncio.sleep(2.0)  # more than three claim_idle periods
+    release.set()
+    await eventually(lambda: pending_count(client, stream, "long"), 0)
+
+    assert sorted(seen) == list(range(10))
+
+
+async def test_max_batch_bytes_cuts_batches(
+    start_platform: Any, client: Any, redis_url: str
+) -> None:
+    """No batch holds more than max_batch_bytes of fields (unless one record
+    alone is larger); nothing is dropped at the cut."""
+    stream, batches = unique("bytes"), []
+    app = App()
+
+    @app.redis_stream(
+        stream, url=redis_url, start="earliest", batch_size=100, max_batch_bytes=100,
+    )  # fmt: skip
+    async def sized(batch: Any, context: Any) -> None:
+        batches.append([record.value for record in batch])
+
+    await publish(client, stream, [b"x" * 40 for _ in range(10)])
+    await start_platform(app)
+    await wait_until(lambda: sum(map(len, batches)) == 10, "every record")
+
+    assert max(map(len, batches)) == 2  # "value" + 40 bytes = 45 each
+
+
+async def test_concurrency_runs_batches_at_once(
+    start_platform: Any, client: Any, redis_url: str
+) -> None:
+    """concurrency=2: a second batch starts while the first still runs."""
+    stream, running, most = unique("parallel"), [0], [0]
+    both = asyncio.Event()
+    app = App()
+
+    @app.redis_stream(
+        stream, url=redis_url, start="earliest", batch_size=5, concurrency=2,
+    )  # fmt: skip
+    async def parallel(batch: Any, context: Any) -> None:
+        running[0] += 1
+        most[0] = max(most[0], running[0])
+        if running[0] == 2:
+            both.set()
+        await asyncio.wait_for(both.wait(), WAIT_S)
+        running[0] -= 1
+
+    await publish(client, stream, list(range(10)))
+    await start_platform(app)
+    await asyncio.wait_for(both.wait(), WAIT_S)
+
+    assert most[0] == 2
