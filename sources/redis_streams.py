@@ -189,14 +189,24 @@ class StreamConsumer:
                 await asyncio.sleep(delay_s)
                 delay_s = min(RECONNECT_CAP_S, delay_s * 2)
             except ResponseError as exc:
-                if "NOGROUP" not in str(exc):
-                    raise
-                # The server lost its data (a restart without persistence):
-                # the group is created again, reading the stream from its
-                # start so that entries added meanwhile are not skipped.
-                self._log.warning("source.redis_group_missing", error=str(exc))
-                recovered = False
-                first_id = "0"
+                if "NOGROUP" in str(exc):
+                    # The server lost its data (a restart without persistence):
+                    # the group is created again, reading the stream from its
+                    # start so that entries added meanwhile are not skipped.
+                    self._log.warning("source.redis_group_missing", error=str(exc))
+                    recovered = False
+                    first_id = "0"
+                    continue
+                # A key that is not a stream, a server refusing the command:
+                # nothing this consumer can mend, so it says so and tries
+                # again slowly rather than ending without a word.
+                self._log.error(
+                    "source.redis_refused", streams=self.streams, error=str(exc),
+                    hint="check that each name is a stream (TYPE key) and the "
+                    "server is Redis 6.2 or newer",
+                    retry_in_s=RECONNECT_CAP_S,
+                )  # fmt: skip
+                await asyncio.sleep(RECONNECT_CAP_S)
 
     async def _create_groups(self, first_id: str) -> None:
         """``XGROUP CREATE`` each stream's group (``MKSTREAM``) at ``first_id``;

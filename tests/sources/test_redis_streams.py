@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 import redis.asyncio as redis
+from structlog.testing import capture_logs
 
 from fnplane import App, BatchFailure
 from fnplane.config import Settings
@@ -505,3 +506,28 @@ async def test_concurrency_runs_batches_at_once(
     await asyncio.wait_for(both.wait(), WAIT_S)
 
     assert most[0] == 2
+
+
+async def test_a_key_that_is_not_a_stream_is_reported_and_retried(
+    start_platform: Any, client: Any, redis_url: str
+) -> None:
+    """A name holding a plain string logs source.redis_refused; once the key
+    is a stream the consumer goes on by itself."""
+    name, seen = unique("wrongtype"), []
+    await client.set(name, "not a stream")
+    app = App()
+
+    @app.redis_stream(name, url=redis_url, start="earliest")
+    async def typed(batch: Any, context: Any) -> None:
+        seen.extend(record.json() for record in batch)
+
+    with capture_logs() as logs:
+        await start_platform(app)
+        await wait_until(
+            lambda: any(e["event"] == "source.redis_refused" for e in logs),
+            "the refusal in the log",
+        )
+    await client.delete(name)
+    await publish(client, name, [1])
+
+    await wait_until(lambda: seen == [1], "the entry once the key is a stream")
