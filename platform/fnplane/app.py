@@ -6,7 +6,7 @@ import re
 from collections.abc import Callable, Iterable
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypedDict, TypeVar, Unpack
+from typing import TYPE_CHECKING, Any, TypedDict, TypeVar, Unpack, cast
 
 from fnplane.errors import FunctionNotFoundError, RegistrationError
 from fnplane.file_trigger import (
@@ -32,11 +32,7 @@ from fnplane.function import (
 from fnplane.policy import Backoff, build_async_policy
 from fnplane.routes import HttpTrigger, RouteTable
 from fnplane.stream_trigger import (
-    DEFAULT_BATCH_SIZE,
-    DEFAULT_BATCH_WINDOW_S,
     DEFAULT_CLAIM_IDLE_S,
-    DEFAULT_STREAM_BACKOFF,
-    DEFAULT_STREAM_RETRIES,
     KafkaTrigger,
     RedisStreamTrigger,
     StreamOptions,
@@ -78,18 +74,37 @@ class FunctionOptions(TypedDict, total=False):
 FUNCTION_OPTIONS = frozenset(FunctionOptions.__annotations__)
 
 
-class StreamFunctionOptions(TypedDict, total=False):
-    """The function options stream decorators accept besides their own.
+class StreamOptionArgs(TypedDict, total=False):
+    """Options of ``kafka`` and ``redis_stream``; see ``StreamOptions``.
 
-    ``retries``, ``backoff`` and ``concurrency`` are the stream source's there
-    (per-source retries, parallel batches), not the async invocation policy.
+    Besides their own, stream decorators take ``name``, ``timeout``,
+    ``memory``, ``init`` and ``shutdown``; ``retries``, ``backoff`` and
+    ``concurrency`` are the stream source's there (per-source retries,
+    parallel batches), not the async invocation policy.
     """
 
+    batch_size: int
+    batch_window: float | timedelta
+    max_batch_bytes: int | None
+    start: str
+    retries: int
+    backoff: Backoff | float | timedelta | tuple[float, float]
+    bisect_on_error: bool
+    max_record_age: float | timedelta | None
+    dead_letter: str | None
+    concurrency: int
+    per_record: bool
     name: str
     timeout: float | timedelta
     memory: int
     init: Hook | list[Hook]
     shutdown: Hook | list[Hook]
+
+
+STREAM_FUNCTION_OPTIONS = frozenset({"name", "timeout", "memory", "init", "shutdown"})
+STREAM_SOURCE_OPTIONS = frozenset(StreamOptionArgs.__annotations__) - (
+    STREAM_FUNCTION_OPTIONS
+)
 
 
 class App:
@@ -236,20 +251,7 @@ class App:
         group: str | None = None,
         bootstrap: str | None = None,
         create_topics: bool = False,
-        batch_size: int = DEFAULT_BATCH_SIZE,
-        batch_window: float | timedelta = DEFAULT_BATCH_WINDOW_S,
-        max_batch_bytes: int | None = None,
-        start: str = "latest",
-        retries: int = DEFAULT_STREAM_RETRIES,
-        backoff: Backoff | float | timedelta | tuple[float, float] = (
-            DEFAULT_STREAM_BACKOFF
-        ),
-        bisect_on_error: bool = False,
-        max_record_age: float | timedelta | None = None,
-        dead_letter: str | None = None,
-        concurrency: int = 1,
-        per_record: bool = False,
-        **options: Unpack[StreamFunctionOptions],
+        **options: Unpack[StreamOptionArgs],
     ) -> Callable[[H], H]:
         """Register a handler for batches of records from Kafka ``topics``.
 
@@ -264,27 +266,22 @@ class App:
           ``kafka_bootstrap`` setting.
         - ``create_topics``: create missing topics at start (default False:
           a missing topic stops the platform with an error).
-        - the stream options, shared with ``redis_stream``: see
-          ``StreamOptions`` and the README. ``dead_letter`` is a topic of the
+        - the stream options of ``StreamOptions`` (``batch_size``,
+          ``retries``, ``dead_letter``...); ``dead_letter`` is a topic of the
           same cluster.
 
-        Also takes ``name``, ``timeout``, ``memory``, ``init``, ``shutdown``.
+        Raises ``RegistrationError`` for a bad option, naming it.
         """
         where = f"kafka({topics!r})"
+        stream_options, function_options = split_stream_options(where, options)
         trigger = KafkaTrigger(
             topics=stream_names(topics, "topic", where),
             group=optional_name(group, "group", where),
             bootstrap=optional_name(bootstrap, "bootstrap", where),
             create_topics=flag(create_topics, "create_topics", where),
-            options=StreamOptions.build(
-                where, batch_size=batch_size, batch_window=batch_window,
-                max_batch_bytes=max_batch_bytes, start=start, retries=retries,
-                backoff=backoff, bisect_on_error=bisect_on_error,
-                max_record_age=max_record_age, dead_letter=dead_letter,
-                concurrency=concurrency, per_record=per_record,
-            ),
-        )  # fmt: skip
-        return self._stream_decorator(trigger, dict(options))
+            options=stream_options,
+        )
+        return self._stream_decorator(trigger, function_options)
 
     def redis_stream(
         self,
@@ -294,20 +291,7 @@ class App:
         url: str | None = None,
         consumer: str | None = None,
         claim_idle: float | timedelta = DEFAULT_CLAIM_IDLE_S,
-        batch_size: int = DEFAULT_BATCH_SIZE,
-        batch_window: float | timedelta = DEFAULT_BATCH_WINDOW_S,
-        max_batch_bytes: int | None = None,
-        start: str = "latest",
-        retries: int = DEFAULT_STREAM_RETRIES,
-        backoff: Backoff | float | timedelta | tuple[float, float] = (
-            DEFAULT_STREAM_BACKOFF
-        ),
-        bisect_on_error: bool = False,
-        max_record_age: float | timedelta | None = None,
-        dead_letter: str | None = None,
-        concurrency: int = 1,
-        per_record: bool = False,
-        **options: Unpack[StreamFunctionOptions],
+        **options: Unpack[StreamOptionArgs],
     ) -> Callable[[H], H]:
         """Register a handler for batches of entries from Redis ``streams``.
 
@@ -320,31 +304,27 @@ class App:
           missing), default the function's name.
         - ``url``: ``redis://host:port/db``, default the ``redis_url`` setting.
         - ``consumer``: this process's consumer name; default unique per
-          process (host name and pid). Give a stable one to take back a
-          crashed process's pending entries at once on restart.
+          process (host name, pid, random suffix). Give a stable one to take
+          back a crashed process's pending entries at once on restart.
         - ``claim_idle``: seconds an entry may stay pending with another
           consumer before this one claims it (``XAUTOCLAIM``), default 60.
-        - the stream options, shared with ``kafka``: see ``StreamOptions``
-          and the README. ``dead_letter`` is a stream on the same server.
+        - the stream options of ``StreamOptions`` (``batch_size``,
+          ``retries``, ``dead_letter``...); ``dead_letter`` is a stream on
+          the same server.
 
-        Also takes ``name``, ``timeout``, ``memory``, ``init``, ``shutdown``.
+        Raises ``RegistrationError`` for a bad option, naming it.
         """
         where = f"redis_stream({streams!r})"
+        stream_options, function_options = split_stream_options(where, options)
         trigger = RedisStreamTrigger(
             streams=stream_names(streams, "stream", where),
             group=optional_name(group, "group", where),
             url=optional_name(url, "url", where),
             consumer=optional_name(consumer, "consumer", where),
             claim_idle_s=duration(claim_idle, "claim_idle", 7 * 24 * 3600.0, where),
-            options=StreamOptions.build(
-                where, batch_size=batch_size, batch_window=batch_window,
-                max_batch_bytes=max_batch_bytes, start=start, retries=retries,
-                backoff=backoff, bisect_on_error=bisect_on_error,
-                max_record_age=max_record_age, dead_letter=dead_letter,
-                concurrency=concurrency, per_record=per_record,
-            ),
-        )  # fmt: skip
-        return self._stream_decorator(trigger, dict(options))
+            options=stream_options,
+        )
+        return self._stream_decorator(trigger, function_options)
 
     def state_machine(
         self,
@@ -456,18 +436,10 @@ class App:
         return register
 
     def _stream_decorator(
-        self, trigger: StreamTrigger, options: dict[str, Any]
+        self, trigger: StreamTrigger, options: FunctionOptions
     ) -> Callable[[H], H]:
-        not_here = set(options) - set(StreamFunctionOptions.__annotations__)
-        if not_here:
-            raise RegistrationError(
-                f"unknown option(s) {sorted(not_here)} for a stream trigger; valid "
-                f"options are the stream options and "
-                f"{sorted(StreamFunctionOptions.__annotations__)}"
-            )
-
         def register(handler: H) -> H:
-            function = self.attach(handler, trigger, options)  # type: ignore[arg-type]
+            function = self.attach(handler, trigger, options)
             wrap_stream_handler(function, trigger.options.per_record)
             return handler
 
@@ -484,6 +456,26 @@ class App:
                 self.routes.add(trigger, function.name)
         self.functions[function.name] = function
         return function
+
+
+def split_stream_options(
+    where: str, options: StreamOptionArgs
+) -> tuple[StreamOptions, FunctionOptions]:
+    """Validate a stream decorator's options: the source's, and the function's."""
+    function_options = {
+        k: v for k, v in options.items() if k in STREAM_FUNCTION_OPTIONS
+    }
+    source_options = {
+        k: v for k, v in options.items() if k not in STREAM_FUNCTION_OPTIONS
+    }
+    unknown = set(source_options) - STREAM_SOURCE_OPTIONS
+    if unknown:
+        raise RegistrationError(
+            f"{where}: unknown option(s) {sorted(unknown)}; valid options are "
+            f"{sorted(STREAM_SOURCE_OPTIONS | STREAM_FUNCTION_OPTIONS)}"
+        )
+    stream_options = StreamOptions.build(where, **source_options)
+    return stream_options, cast(FunctionOptions, function_options)
 
 
 def wrap_stream_handler(function: Function, per_record: bool) -> None:

@@ -36,7 +36,32 @@ KAFKA_TOPIC = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 
 @dataclass(frozen=True, slots=True)
 class StreamOptions:
-    """How a stream source batches, retries and dead-letters for one function."""
+    """How a stream source batches, retries and dead-letters for one function.
+
+    The decorators (``kafka``, ``redis_stream``) take these options:
+
+    - ``batch_size``: most records per batch, default 100 (1 to 10,000).
+    - ``batch_window``: seconds (or ``timedelta``) to wait for a batch to
+      fill, counted from its first record; default 0.5. A backlog never waits.
+    - ``max_batch_bytes``: cut a batch at this many bytes of values (Redis:
+      of fields); default none.
+    - ``start``: where a new group starts, ``"latest"`` (default) or
+      ``"earliest"``.
+    - ``retries``: attempts after the first for a failing record, default 3.
+    - ``backoff``: wait before a retry, exponential with jitter: a
+      ``Backoff(base=, cap=)``, a base in seconds or ``(base, cap)``;
+      default base 1 s, cap 30 s.
+    - ``bisect_on_error``: split a batch whose invocation failed in halves
+      until the failing records are alone; default False.
+    - ``max_record_age``: seconds (or ``timedelta``); older records go to the
+      dead letter without an attempt; default none.
+    - ``dead_letter``: where records past their retries go (a topic of the
+      same Kafka cluster, a stream of the same Redis); default none (logged
+      at ERROR and skipped).
+    - ``concurrency``: batches handled at once, default 1 (Kafka: at most
+      one per partition).
+    - ``per_record``: call the handler once per record, default False.
+    """
 
     batch_size: int = DEFAULT_BATCH_SIZE
     batch_window_s: float = DEFAULT_BATCH_WINDOW_S
