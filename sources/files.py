@@ -61,7 +61,7 @@ from ._inotify import InotifyReader
 if TYPE_CHECKING:
     from watchdog.observers.api import BaseObserver
 
-    from fnplane.asyncq import AsyncQueue
+    from fnplane.asyncq import AsyncQueue, Submission
     from fnplane.eventstore import QueuedEvent
     from fnplane.invoke import Invoker
 
@@ -428,34 +428,51 @@ class FolderWatch:
                 batch = list(itertools.islice(self._incoming, SUBMIT_BATCH))
                 for path in batch:
                     del self._incoming[path]
-                await asyncio.gather(*(self._submit(path) for path in batch))
+                await self._submit(batch)
 
-    async def _submit(self, path: str) -> None:
+    async def _submit(self, paths: list[str]) -> None:
+        """Queue the files among ``paths`` not queued yet, in one store write."""
+        submissions: list[Submission] = []
+        queued: dict[str, str] = {}
+        for path in paths:
+            found = self._new_version(path)
+            if found is not None:
+                event_id, info = found
+                self._remember(event_id, path)
+                queued[event_id] = path
+                request_id = new_request_id()
+                event = self._event(path, info, request_id)
+                submissions.append((event, request_id, event_id))
+        if not submissions:
+            return
+        try:
+            await self._queue.submit_many(self.function, submissions, self._remember_s)
+        except Exception as exc:
+            # Not stored: the next scan finds the files and tries again.
+            for event_id in queued:
+                self.forget(event_id)
+            logger.error(
+                "files.submit_failed",
+                function=self.function,
+                paths=list(queued.values()),
+                error=str(exc),
+            )
+
+    def _new_version(self, path: str) -> tuple[str, os.stat_result] | None:
+        """The event id and status of a regular file not queued yet."""
         try:
             info = os.stat(path)
         except FileNotFoundError:
-            return
+            return None
         except OSError as exc:
             logger.warning("files.stat_failed", path=path, error=str(exc))
-            return
+            return None
         if not stat.S_ISREG(info.st_mode):
-            return
+            return None
         event_id = file_event_id(self.function, path, info)
         if event_id in self._queued:
-            return
-        self._remember(event_id, path)
-        request_id = new_request_id()
-        try:
-            event = self._event(path, info, request_id)
-            await self._queue.submit(
-                self.function, event, request_id, event_id, self._remember_s
-            )
-        except Exception as exc:
-            # Not stored: the next scan finds the file and tries again.
-            self.forget(event_id)
-            logger.error(
-                "files.submit_failed", function=self.function, path=path, error=str(exc)
-            )
+            return None
+        return event_id, info
 
     def _remember(self, event_id: str, path: str) -> None:
         self._queued[event_id] = path
