@@ -250,14 +250,12 @@ class SqliteEventStore:
 
     async def claim(self, function: str, now_ms: int, limit: int) -> list[QueuedEvent]:
         """Claim up to ``limit`` due events of ``function``, oldest due first."""
-        rows = await self._run(self._claim, function, now_ms, limit)
+        # Through the write batcher: a claim shares the thread hop and the
+        # transaction of the finishes and accepts waiting with it.
+        rows = await self._write(("claim", function, now_ms, limit))
         events = [QueuedEvent(*row) for row in rows]
         events.sort(key=lambda event: event.due_at_ms)
         return events
-
-    def _claim(self, function: str, now_ms: int, limit: int) -> list[tuple[Any, ...]]:
-        db = self._connection()
-        return db.execute(CLAIM_SQL, (self.owner, function, now_ms, limit)).fetchall()
 
     async def retry(self, event: QueuedEvent) -> None:
         """Store progress and make the event pending again at its due time."""
@@ -351,6 +349,9 @@ class SqliteEventStore:
                 db.execute(RETRY_SQL, (*event.to_row()[6:], event.event_id))
             case ("finish", event_id):
                 db.execute("DELETE FROM events WHERE event_id = ?", (event_id,))
+            case ("claim", function, now_ms, limit):
+                args = (self.owner, function, now_ms, limit)
+                return db.execute(CLAIM_SQL, args).fetchall()
         return None
 
     def _insert(
