@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import errno
 import os
 import struct
 from collections.abc import Callable
@@ -44,6 +45,11 @@ IN_CLOEXEC = os.O_CLOEXEC
 FILE_MASK = IN_CLOSE_WRITE | IN_MOVED_TO | IN_ONLYDIR
 RECURSIVE_MASK = FILE_MASK | IN_CREATE
 EVENT = struct.Struct("iIII")
+# The kernel's limits behind the errors inotify gives when they are reached.
+LIMIT_HINTS = {
+    errno.EMFILE: "; raise the sysctl fs.inotify.max_user_instances",
+    errno.ENOSPC: "; raise the sysctl fs.inotify.max_user_watches",
+}
 # Large enough for thousands of events a read (each is 16 bytes and a name).
 READ_SIZE = 1 << 20
 
@@ -69,7 +75,9 @@ class InotifyReader:
         self._libc = load_libc()
         fd = self._libc.inotify_init1(IN_NONBLOCK | IN_CLOEXEC)
         if fd < 0:
-            raise OSError(ctypes.get_errno(), "inotify_init1 failed")
+            error = ctypes.get_errno()
+            hint = LIMIT_HINTS.get(error, "")
+            raise OSError(error, f"cannot start inotify: {os.strerror(error)}{hint}")
         self._fd: int | None = fd
         # Watch descriptor -> (folder, its target).
         self._folders: dict[int, tuple[str, InotifyTarget]] = {}
@@ -104,7 +112,9 @@ class InotifyReader:
             if wd < 0:
                 error = ctypes.get_errno()
                 if current == folder:
-                    raise OSError(error, f"cannot watch {current}", current)
+                    hint = LIMIT_HINTS.get(error, "")
+                    message = f"cannot watch {current}: {os.strerror(error)}{hint}"
+                    raise OSError(error, message, current)
                 continue  # a subfolder removed meanwhile
             self._folders[wd] = (current, target)
             if recursive:

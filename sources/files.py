@@ -246,7 +246,8 @@ class WatchdogHandler(FileSystemEventHandler):
 
 
 class FolderWatch:
-    """One function's watched folder: detection, submission, disposition."""
+    """One function's watched folder: detection and submission; its
+    ``delivery`` checks each file before an attempt and disposes of it after."""
 
     def __init__(
         self,
