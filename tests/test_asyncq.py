@@ -481,3 +481,28 @@ async def test_submit_many_stores_nothing_if_one_event_is_not_json(
     with sqlite3.connect(database) as db:
         assert db.execute("SELECT count(*) FROM events").fetchone() == (0,)
     await invoker.shutdown()
+
+
+async def test_redis_backed_queue_accepts_a_burst_with_submit_many(
+    tmp_path: Path, redis_url: str
+) -> None:
+    """The Redis store takes a burst in one pipeline: duplicates refused,
+    events beyond the lane's room left due, every new event delivered once."""
+    queue_url = f"{redis_url}?prefix=test-{uuid.uuid4().hex[:8]}"
+    settings = Settings(state_dir=str(tmp_path), async_queue=queue_url)
+    app = App()
+    seen: list[int] = []
+
+    @app.function(concurrency=2)
+    async def burst(event: int, context: Any) -> None:
+        seen.append(event)
+
+    invoker = await started(app, settings)
+    queue = invoker.async_queue
+    assert isinstance(queue, DurableAsyncQueue)
+    submissions = [(n, f"r-{n}", f"e-{n}") for n in range(50)]
+    accepted = await queue.submit_many("burst", [*submissions, (99, "r-x", "e-3")])
+    assert accepted == [True] * 50 + [False]
+    await wait_for(lambda: len(seen) == 50)
+    assert sorted(seen) == list(range(50))
+    await invoker.shutdown()
