@@ -18,15 +18,19 @@ from fnplane.file_trigger import (
     FileTrigger,
 )
 from fnplane.function import (
+    DEFAULT_IDLE_TIMEOUT_S,
     DEFAULT_MEMORY_MB,
     DEFAULT_TIMEOUT_S,
     Function,
     Handler,
     Hook,
     Trigger,
+    seconds,
     validate_concurrency,
     validate_hooks,
+    validate_isolation,
     validate_memory,
+    validate_min_warm,
     validate_timeout,
 )
 from fnplane.policy import Backoff, build_async_policy
@@ -50,6 +54,9 @@ class FunctionOptions(TypedDict, total=False):
     timeout: float | timedelta
     concurrency: int | None
     memory: int
+    isolation: str | None
+    idle_timeout: float | timedelta
+    min_warm: int
     init: Hook | list[Hook]
     shutdown: Hook | list[Hook]
     retries: int
@@ -96,7 +103,16 @@ class App:
         - ``concurrency``: reserved concurrency, the most invocations running at
           once; more are throttled. ``None`` (default) is unbounded.
         - ``memory``: MB reported as ``context.memory_limit_in_mb``, default 128
-          (128 to 10240).
+          (128 to 10240). In a process environment it also limits the
+          worker's address space (see ``isolation``).
+        - ``isolation``: ``"inline"`` (in the platform's process) or
+          ``"process"`` (worker processes: crash isolation, killed on timeout,
+          memory limit); default ``None``, the platform's ``isolation`` setting.
+          A process handler must be defined at module level.
+        - ``idle_timeout``: seconds (or ``timedelta``) an idle process
+          environment is kept before it is stopped, default 300.
+        - ``min_warm``: process environments initialised at start and always
+          kept (provisioned concurrency), default 0.
         - ``init``, ``shutdown``: a hook or list of hooks (plain or async, no
           arguments) run when the function's environment starts (within the
           init limit, 10 s by default) and stops (2 s cap each).
@@ -341,13 +357,25 @@ def build_function(handler: Handler, options: FunctionOptions) -> Function:
             f"function name {name!r} is invalid: use 1 to 64 letters, digits, "
             f"'-' or '_' (give one with name=...)"
         )
+    concurrency = validate_concurrency(options.get("concurrency"), name)
+    idle_timeout_s = seconds(
+        options.get("idle_timeout", DEFAULT_IDLE_TIMEOUT_S), "idle_timeout", name
+    )
+    if idle_timeout_s <= 0:
+        raise RegistrationError(
+            f"function {name!r}: idle_timeout must be more than 0 seconds, "
+            f"got {idle_timeout_s:g}"
+        )
     return Function(
         name=name,
         handler=handler,
         timeout_s=validate_timeout(options.get("timeout", DEFAULT_TIMEOUT_S), name),
-        concurrency=validate_concurrency(options.get("concurrency"), name),
+        concurrency=concurrency,
         memory_mb=validate_memory(options.get("memory", DEFAULT_MEMORY_MB), name),
         init_hooks=validate_hooks(options.get("init"), "init", name),
         shutdown_hooks=validate_hooks(options.get("shutdown"), "shutdown", name),
         async_policy=build_async_policy(dict(options), name),
+        isolation=validate_isolation(options.get("isolation"), handler, name),
+        idle_timeout_s=idle_timeout_s,
+        min_warm=validate_min_warm(options.get("min_warm", 0), concurrency, name),
     )

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from fnplane.errors import FnplaneError
+from fnplane.function import ISOLATIONS
 from fnplane.logs import LOG_FORMATS, LOG_LEVELS
 
 ENV_PREFIX = "FNPLANE_"
@@ -41,6 +42,7 @@ class Settings:
     state_dir: str = ".fnplane"
     async_queue: str = "sqlite"
     async_dedup_window: float = 3600.0
+    isolation: str = "inline"
 
     @classmethod
     def load(cls, root: Path | None = None, **overrides: Any) -> Settings:
@@ -68,6 +70,11 @@ class Settings:
                     "log_format",
                     f"must be one of {LOG_FORMATS}",
                     self.log_format in LOG_FORMATS,
+                ),
+                (
+                    "isolation",
+                    f"must be one of {ISOLATIONS}",
+                    self.isolation in ISOLATIONS,
                 ),
                 (
                     "log_level",

@@ -1,0 +1,290 @@
+"""Process environments: real worker processes, killed, replaced and reaped.
+
+The handlers live at module level: a worker imports this module to find them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from structlog.testing import capture_logs
+
+from fnplane import App
+from fnplane.config import Settings
+from fnplane.invoke import Invoker, Outcome
+
+WAIT_S = 20.0
+
+app = App("environments")
+web = App("environments-web")
+shutdown_file: Path | None = None
+
+
+def flaky_init_marker() -> Path:
+    # The fork server is every worker's parent: its pid names this session.
+    return Path(tempfile.gettempdir()) / f"fnplane-flaky-init-{os.getppid()}"
+
+
+def fail_first_init() -> None:
+    marker = flaky_init_marker()
+    if not marker.exists():
+        marker.touch()
+        raise RuntimeError("first init fails")
+
+
+def record_shutdown() -> None:
+    if shutdown_file is not None:
+        shutdown_file.write_text(f"shutdown in {os.getpid()}")
+
+
+@app.function(isolation="process")
+def describe(event: Any, context: Any) -> dict[str, Any]:
+    print("hello from the worker")
+    return {
+        "pid": os.getpid(),
+        "cold": context.cold_start,
+        "request_id": context.aws_request_id,
+        "remaining_ms": context.get_remaining_time_in_millis(),
+        "memory": context.memory_limit_in_mb,
+    }
+
+
+@app.function(isolation="process", timeout=0.5)
+def spin(event: Any, context: Any) -> str:
+    if event == "stop":
+        return "stopped"
+    while True:
+        pass
+
+
+@app.function(isolation="process")
+def exits(event: Any, context: Any) -> None:
+    os._exit(3)
+
+
+@app.function(isolation="process")
+def segfaults(event: Any, context: Any) -> None:
+    ctypes.string_at(0)
+
+
+@app.function(isolation="process", memory=128)
+def hog(event: Any, context: Any) -> int:
+    return len(bytearray(event * 1024 * 1024))
+
+
+@app.function(isolation="process", min_warm=1)
+def provisioned(event: Any, context: Any) -> bool:
+    return bool(context.cold_start)
+
+
+@app.function(isolation="process", idle_timeout=0.2)
+def brief(event: Any, context: Any) -> int:
+    return os.getpid()
+
+
+@app.function(isolation="process", init=fail_first_init)
+def flaky(event: Any, context: Any) -> str:
+    flaky_init_marker().unlink(missing_ok=True)
+    return "initialised"
+
+
+@app.function(isolation="process", shutdown=record_shutdown)
+def remembers(event: Any, context: Any) -> int:
+    global shutdown_file
+    shutdown_file = Path(event)
+    return os.getpid()
+
+
+@app.function(isolation="process")
+def unpicklable(event: Any, context: Any) -> Any:
+    return lambda: None
+
+
+@app.function(isolation="process")
+async def relays(event: Any, context: Any) -> Any:
+    return await context.invoke("describe", {})
+
+
+@web.http("POST", "/burn", isolation="process", timeout=60)
+def burn(event: Any, context: Any) -> int:
+    folder = Path(event.json()["folder"])
+    (folder / "started").touch()
+    rounds = 0
+    while not (folder / "stop").exists():
+        rounds += sum(range(10_000)) and 1
+    return rounds
+
+
+@web.http("GET", "/echo")
+def echo(event: Any, context: Any) -> str:
+    return "echo"
+
+
+async def wait_until(predicate: Any, what: str) -> None:
+    """Wait for ``predicate()`` to hold, failing after ``WAIT_S``."""
+    deadline = time.monotonic() + WAIT_S
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.02)
+
+
+def metric(invoker: Invoker, name: str, **labels: str) -> float:
+    value = invoker.metrics.registry.get_sample_value(name, labels)
+    return 0.0 if value is None else value
+
+
+async def test_cold_start_then_warm_in_the_same_worker() -> None:
+    """The first invocation forks a worker and runs Init; the second reuses it."""
+    invoker = Invoker(app, Settings())
+    with capture_logs() as logs:
+        first = await invoker.invoke("describe", {})
+        second = await invoker.invoke("describe", {})
+    await invoker.shutdown()
+
+    assert first.ok and second.ok
+    assert first.cold_start and first.value["cold"] is True
+    assert not second.cold_start and second.value["cold"] is False
+    assert first.value["pid"] == second.value["pid"] != os.getpid()
+    assert second.value["request_id"] == second.request_id
+    assert 0 < second.value["remaining_ms"] <= 30_000
+    assert second.value["memory"] == 128
+    printed = [e for e in logs if e["event"] == "function.output"]
+    assert {
+        "request_id": first.request_id,
+        "line": "hello from the worker",
+    }.items() <= printed[0].items()
+    assert (
+        metric(invoker, "fnplane_environments", function="describe", state="busy") == 0
+    )
+
+
+async def test_timeout_kills_the_worker_and_the_next_invocation_succeeds() -> None:
+    """A sync handler looping forever times out; its worker is killed and replaced."""
+    invoker = Invoker(app, Settings())
+    timed_out = await invoker.invoke("spin", "loop")
+    after = await invoker.invoke("spin", "stop")
+    kills = metric(
+        invoker, "fnplane_environment_kills_total", function="spin", cause="timeout"
+    )
+    await invoker.shutdown()
+
+    assert timed_out.outcome is Outcome.TIMEOUT
+    assert timed_out.error is not None
+    assert timed_out.error.message == "Task timed out after 0.50 seconds"
+    assert after.ok and after.value == "stopped" and after.cold_start
+    assert kills == 1
+
+
+async def test_exit_and_segfault_fail_only_their_invocation() -> None:
+    """os._exit(3) and a segfault each fail their own invocation with
+    Runtime.ExitError; the platform keeps serving."""
+    invoker = Invoker(app, Settings())
+    exited = await invoker.invoke("exits")
+    crashed = await invoker.invoke("segfaults")
+    still = await invoker.invoke("describe", {})
+    await invoker.shutdown()
+
+    assert exited.outcome is Outcome.UNHANDLED_ERROR and exited.error is not None
+    assert exited.error.error_type == "Runtime.ExitError"
+    assert "exit status 3" in exited.error.message
+    assert crashed.error is not None and crashed.error.error_type == "Runtime.ExitError"
+    assert "SIGSEGV" in crashed.error.message
+    assert still.ok
+
+
+async def test_memory_limit_exceeded_fails_as_out_of_memory() -> None:
+    """Allocating past ``memory`` fails the invocation as out of memory and
+    replaces the worker; a small allocation then succeeds."""
+    invoker = Invoker(app, Settings())
+    failed = await invoker.invoke("hog", 512)
+    fine = await invoker.invoke("hog", 16)
+    await invoker.shutdown()
+
+    assert failed.error is not None and failed.error.error_type == "Runtime.OutOfMemory"
+    assert "hog" in failed.error.message
+    assert fine.ok and fine.value == 16 * 1024 * 1024 and fine.cold_start
+
+
+async def test_min_warm_gives_no_cold_start_and_idle_workers_are_reaped() -> None:
+    """min_warm workers are initialised at start; idle ones past idle_timeout stop."""
+    invoker = Invoker(app, Settings())
+    await invoker.start_environments()
+    warm = await invoker.invoke("provisioned")
+    brief_run = await invoker.invoke("brief")
+    pool = invoker.process_pool(app.get("brief"))
+    assert pool is not None
+    await wait_until(lambda: pool.size == 0, "the idle worker to be reaped")
+    kills = metric(
+        invoker, "fnplane_environment_kills_total", function="brief", cause="idle"
+    )
+    await invoker.shutdown()
+
+    assert warm.ok and warm.value is False and warm.init_duration_ms is None
+    assert brief_run.ok and brief_run.cold_start
+    assert kills == 1
+
+
+async def test_failed_init_is_retried_and_shutdown_hooks_run_in_workers(
+    tmp_path: Path,
+) -> None:
+    """A failed Init fails its invocation and is tried again on the next one;
+    at shutdown the worker runs its function's shutdown hooks."""
+    invoker = Invoker(app, Settings())
+    first = await invoker.invoke("flaky")
+    second = await invoker.invoke("flaky")
+    marker = tmp_path / "shutdown.txt"
+    worker_pid = (await invoker.invoke("remembers", str(marker))).value
+    await invoker.shutdown()
+
+    assert first.outcome is Outcome.INIT_ERROR and first.error is not None
+    assert "first init fails" in first.error.message
+    assert second.ok and second.value == "initialised"
+    assert marker.read_text() == f"shutdown in {worker_pid}"
+
+
+async def test_unpicklable_result_names_the_function() -> None:
+    """A result that cannot cross the process boundary is a clear error."""
+    invoker = Invoker(app, Settings())
+    result = await invoker.invoke("unpicklable")
+    await invoker.shutdown()
+
+    assert result.error is not None
+    assert result.error.error_type == "Runtime.MarshalError"
+    assert (
+        "'unpicklable'" in result.error.message and "picklable" in result.error.message
+    )
+
+
+async def test_context_invoke_is_relayed_to_the_platform() -> None:
+    """ctx.invoke inside a worker runs through the platform's Invoker."""
+    invoker = Invoker(app, Settings())
+    result = await invoker.invoke("relays")
+    await invoker.shutdown()
+
+    assert result.ok and result.value["pid"] != os.getpid()
+
+
+async def test_cpu_bound_handler_does_not_block_http(
+    start_platform: Any, settings: Settings, tmp_path: Path
+) -> None:
+    """The HTTP echo answers while a CPU-bound process handler still runs."""
+    platform = await start_platform(web, settings)
+    base = f"http://127.0.0.1:{platform.port}"
+    async with aiohttp.ClientSession() as session:
+        burning = asyncio.create_task(
+            session.post(f"{base}/burn", json={"folder": str(tmp_path)})
+        )
+        await wait_until((tmp_path / "started").exists, "the CPU handler to start")
+        async with session.get(f"{base}/echo") as reply:
+            assert reply.status == 200 and await reply.text() == "echo"
+        assert not burning.done(), "the echo answered while the CPU handler ran"
+        (tmp_path / "stop").touch()
+        async with await burning as burned:
+            assert burned.status == 200
