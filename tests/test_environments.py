@@ -8,16 +8,19 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import os
+import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 from structlog.testing import capture_logs
 
-from fnplane import App
-from fnplane.config import Settings
+from fnplane import App, RegistrationError
+from fnplane.config import Settings, SettingsError
 from fnplane.invoke import Invoker, Outcome
 
 WAIT_S = 20.0
@@ -47,6 +50,8 @@ def record_shutdown() -> None:
 @app.function(isolation="process")
 def describe(event: Any, context: Any) -> dict[str, Any]:
     print("hello from the worker")
+    print("and its stderr", file=sys.stderr)
+    context.logger.info("logged in the worker")
     return {
         "pid": os.getpid(),
         "cold": context.cold_start,
@@ -288,3 +293,87 @@ async def test_cpu_bound_handler_does_not_block_http(
         (tmp_path / "stop").touch()
         async with await burning as burned:
             assert burned.status == 200
+
+
+@app.function()
+def follows_the_setting(event: Any, context: Any) -> int:
+    return os.getpid()
+
+
+def test_process_isolation_on_a_closure_is_a_registration_error() -> None:
+    """A handler a worker cannot import fails at decoration time, named."""
+    local = App()
+
+    with pytest.raises(RegistrationError, match="'inner'.*module level"):
+
+        @local.function(isolation="process")
+        def inner(event: Any, context: Any) -> None:
+            return None
+
+
+def test_unknown_isolation_lists_the_choices() -> None:
+    """isolation accepts 'inline' or 'process' only."""
+    with pytest.raises(RegistrationError, match="inline.*process"):
+        App().function(isolation="thread")(describe)
+
+
+def test_isolation_setting_comes_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """FNPLANE_ISOLATION sets the default; a bad value is a SettingsError."""
+    monkeypatch.setenv("FNPLANE_ISOLATION", "process")
+    assert Settings().isolation == "process"
+    assert Settings.load().isolation == "process"
+    monkeypatch.setenv("FNPLANE_ISOLATION", "sandbox")
+    with pytest.raises(SettingsError, match="isolation"):
+        Settings.load()
+
+
+async def test_platform_default_runs_importable_handlers_in_processes() -> None:
+    """Under isolation=process, a module-level handler without its own option
+    runs in a worker; a closure stays inline with a warning."""
+    local = App()
+
+    @local.function()
+    def closure(event: Any, context: Any) -> int:
+        return os.getpid()
+
+    invoker = Invoker(app, Settings(isolation="process"))
+    local_invoker = Invoker(local, Settings(isolation="process"))
+    with capture_logs() as logs:
+        in_worker = await invoker.invoke("follows_the_setting")
+        inline = await local_invoker.invoke("closure")
+    await invoker.shutdown()
+    await local_invoker.shutdown()
+
+    assert in_worker.value != os.getpid()
+    assert inline.value == os.getpid()
+    fallback = [e for e in logs if e["event"] == "environment.inline_fallback"]
+    assert [e["function"] for e in fallback] == ["closure"]
+
+
+async def test_unpicklable_event_names_the_function() -> None:
+    """An event that cannot be sent to the worker is a clear error; the
+    worker keeps serving."""
+    invoker = Invoker(app, Settings())
+    result = await invoker.invoke("describe", {"lock": threading.Lock()})
+    after = await invoker.invoke("describe", {})
+    await invoker.shutdown()
+
+    assert result.error is not None
+    assert result.error.error_type == "Runtime.MarshalError"
+    assert "'describe'" in result.error.message
+    assert after.ok
+
+
+async def test_environment_metrics_count_busy_idle_and_cold_starts() -> None:
+    """Prometheus shows idle workers, cold starts and their init duration."""
+    invoker = Invoker(app, Settings())
+    await invoker.invoke("describe", {})
+    await invoker.invoke("describe", {})
+    idle = metric(invoker, "fnplane_environments", function="describe", state="idle")
+    cold = metric(invoker, "fnplane_cold_starts_total", function="describe")
+    inits = metric(invoker, "fnplane_init_duration_seconds_count", function="describe")
+    await invoker.shutdown()
+
+    assert (idle, cold, inits) == (1, 1, 1)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import tomllib
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +42,9 @@ class Settings:
     state_dir: str = ".fnplane"
     async_queue: str = "sqlite"
     async_dedup_window: float = 3600.0
-    isolation: str = "inline"
+    # Read from the environment even by ``Settings()`` built in code, so
+    # ``FNPLANE_ISOLATION=process python -m pytest`` switches every platform.
+    isolation: str = field(default_factory=lambda: default_isolation(os.environ))
 
     @classmethod
     def load(cls, root: Path | None = None, **overrides: Any) -> Settings:
@@ -90,6 +92,11 @@ class Settings:
     def replace(self, **changes: Any) -> Settings:
         """A copy with ``changes`` applied."""
         return dataclasses.replace(self, **changes)
+
+
+def default_isolation(environ: os._Environ[str] | dict[str, str]) -> str:
+    """``FNPLANE_ISOLATION`` when set, else ``inline``."""
+    return environ.get(f"{ENV_PREFIX}ISOLATION") or "inline"
 
 
 def _from_pyproject(path: Path) -> dict[str, Any]:

@@ -1,8 +1,5 @@
 """Process environments: a pool of worker processes for each function.
 
-Workers are forked from multiprocessing's fork server, a process started once
-with the platform's modules and the functions' modules already imported, so
-a cold start costs a fork and the function's Init, not a new interpreter.
 A pool grows on demand up to the function's ``concurrency`` (``POOL_CAP`` when
 unbounded), keeps ``min_warm`` workers initialised from the start, and stops
 workers idle for longer than ``idle_timeout``. A worker that times out, runs
@@ -13,25 +10,13 @@ only its own invocation fails.
 from __future__ import annotations
 
 import asyncio
-import io
-import multiprocessing
 import os
-import pickle
-import signal
 import sys
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from enum import StrEnum
-from multiprocessing import (
-    context,
-    forkserver,
-    popen_forkserver,
-    reduction,
-    spawn,
-    util,
-)
 from typing import Any
 
 import structlog
@@ -41,20 +26,18 @@ from prometheus_client.metrics_core import (
     Metric,
 )
 
-from fnplane.function import Function
-from fnplane.lifecycle import SHUTDOWN_HOOK_CAP_S, InitFailure
-from fnplane.workers import MARSHAL_ERROR, OUT_OF_MEMORY, WorkerSpec, worker_main
+from fnplane.app import App
+from fnplane.function import Function, importable_by_path
+from fnplane.invoke import ErrorInfo, Outcome
+from fnplane.processes import Worker, WorkerExit, log_output
+from fnplane.workers import MARSHAL_ERROR, OUT_OF_MEMORY, WorkerSpec
 
 logger = structlog.get_logger(__name__)
 
-FORK_SERVER = multiprocessing.get_context("forkserver")
 # CPU-bound handlers gain nothing past the cores; waiting I/O-bound ones are
 # better written async or given an explicit concurrency.
 POOL_CAP = max(2, 2 * (os.cpu_count() or 1))
 REAP_INTERVAL_MAX_S = 1.0
-JOIN_TIMEOUT_S = 2.0
-# A worker's shutdown runs the function's and the app's hooks, 2 s cap each.
-WORKER_STOP_TIMEOUT_S = 2 * SHUTDOWN_HOOK_CAP_S + 0.5
 
 Relay = Callable[[str, str, Any, str | None], Awaitable[tuple[bool, Any]]]
 
@@ -69,23 +52,6 @@ class KillCause(StrEnum):
     SHUTDOWN = "shutdown"
 
 
-class WorkerExit(Exception):
-    """The worker process ended while the platform waited for it."""
-
-
-def start_fork_server(modules: list[str]) -> None:
-    """Preload ``modules`` into the fork server; only before its first use.
-
-    Modules a worker cannot import by name (a script run as ``__main__``, a
-    file ``fnplane run`` loaded by path) are executed from their file at each
-    cold start instead.
-    """
-    # The worker process object is unpickled in the child: its class comes
-    # from this module, the entry point from `workers`.
-    preload = {"fnplane.environments", "fnplane.workers", *modules} - {"__main__"}
-    FORK_SERVER.set_forkserver_preload(sorted(preload))
-
-
 def worker_spec(function: Function, init_limit_s: float) -> WorkerSpec:
     """Where a worker finds ``function``: its module's name and file."""
     module_name: str = function.handler.__module__
@@ -98,154 +64,6 @@ def worker_spec(function: Function, init_limit_s: float) -> WorkerSpec:
         init_limit_s=init_limit_s,
         sys_path=list(sys.path),
     )
-
-
-def describe_exit(exitcode: int | None) -> str:
-    """Lambda's wording for a runtime that ended: exit code or signal name."""
-    if exitcode is None:
-        return "Runtime exited without an exit status"
-    if exitcode < 0:
-        return f"Runtime exited with signal: {signal.Signals(-exitcode).name}"
-    return f"Runtime exited with error: exit status {exitcode}"
-
-
-class WorkerPopen(popen_forkserver.Popen):
-    """multiprocessing's fork-server launch, minus re-running ``__main__``.
-
-    multiprocessing makes each child import the parent's main script again
-    (``fnplane``'s console script, a benchmark, a test runner), which would
-    cost every cold start tens of ms; a worker needs only its function's
-    module, which it imports itself (``workers.load_module``).
-    """
-
-    def _launch(self, process_obj: Any) -> None:
-        prep_data = spawn.get_preparation_data(process_obj._name)
-        for key in ("init_main_from_path", "init_main_from_name"):
-            prep_data.pop(key, None)
-        buf = io.BytesIO()
-        context.set_spawning_popen(self)
-        try:
-            reduction.dump(prep_data, buf)
-            reduction.dump(process_obj, buf)
-        finally:
-            context.set_spawning_popen(None)
-        fds = self._fds  # type: ignore[attr-defined]
-        self.sentinel, w = forkserver.connect_to_new_process(fds)
-        # As multiprocessing does: the child watches this duplicate to learn
-        # that the parent has gone.
-        parent_w = os.dup(w)
-        close_fds = util.close_fds  # type: ignore[attr-defined]
-        self.finalizer = util.Finalize(self, close_fds, (parent_w, self.sentinel))
-        with open(w, "wb", closefd=True) as data:
-            data.write(buf.getbuffer())
-        self.pid = forkserver.read_signed(self.sentinel)
-
-
-class WorkerProcess(context.ForkServerProcess):
-    """A fork-server process launched by ``WorkerPopen``."""
-
-    @staticmethod
-    def _Popen(process_obj: Any) -> WorkerPopen:
-        return WorkerPopen(process_obj)
-
-
-class Worker:
-    """The platform's handle on one worker process."""
-
-    def __init__(self, spec: WorkerSpec) -> None:
-        self.conn, self._child_conn = FORK_SERVER.Pipe()
-        self.process = WorkerProcess(
-            target=worker_main, args=(spec, self._child_conn), daemon=True
-        )
-        self.last_used = time.monotonic()
-        self.init_ms: float | None = None
-
-    async def start(self) -> float:
-        """Fork the worker and wait for its Init; its duration in ms.
-
-        Raises ``InitFailure`` when Init fails or the worker dies meanwhile.
-        """
-        started = time.perf_counter()
-        # The first start launches the fork server (a new interpreter).
-        await asyncio.to_thread(self.process.start)
-        self._child_conn.close()
-        try:
-            message = await self.receive()
-        except WorkerExit as exc:
-            raise InitFailure(str(exc), "Runtime.ExitError", []) from None
-        if message[0] == "init_failed":
-            await self.reap()
-            _, error_type, text, stack_trace = message
-            raise InitFailure(text, error_type, stack_trace)
-        return (time.perf_counter() - started) * 1000
-
-    def send(self, message: tuple[Any, ...]) -> None:
-        """Send one frame (pickled first, so a failure sends nothing)."""
-        self.conn.send_bytes(pickle.dumps(message, pickle.HIGHEST_PROTOCOL))
-
-    async def receive(self) -> tuple[Any, ...]:
-        """The next frame; ``WorkerExit`` with Lambda's wording if it died."""
-        try:
-            if not self.conn.poll():
-                await readable(self.conn.fileno())
-            message: tuple[Any, ...] = self.conn.recv()
-        except (EOFError, OSError):
-            await self.reap()
-            raise WorkerExit(describe_exit(self.process.exitcode)) from None
-        return message
-
-    def kill(self) -> None:
-        """SIGKILL the worker (a timed-out handler gets no say)."""
-        if self.process.is_alive():
-            self.process.kill()
-
-    async def reap(self) -> None:
-        """Wait for the process to end (killing it if it lingers) and close."""
-        await asyncio.to_thread(self.process.join, JOIN_TIMEOUT_S)
-        if self.process.exitcode is None:
-            self.process.kill()
-            await asyncio.to_thread(self.process.join, JOIN_TIMEOUT_S)
-        self.conn.close()
-
-    async def stop(self, function: str) -> None:
-        """Let the worker run its shutdown hooks, then make sure it is gone."""
-        try:
-            self.send(("shutdown",))
-            async with asyncio.timeout(WORKER_STOP_TIMEOUT_S):
-                while (message := await self.receive())[0] != "stopped":
-                    log_output(function, None, message)
-        except (TimeoutError, WorkerExit, OSError):
-            logger.warning("environment.stop_timed_out", function=function)
-        self.process.terminate()
-        await self.reap()
-
-
-async def readable(fd: int) -> None:
-    """Wait until ``fd`` can be read, on the event loop (no thread hop)."""
-    loop = asyncio.get_running_loop()
-    ready = loop.create_future()
-
-    def wake() -> None:
-        if not ready.done():
-            ready.set_result(None)
-
-    loop.add_reader(fd, wake)
-    try:
-        await ready
-    finally:
-        loop.remove_reader(fd)
-
-
-def log_output(function: str, request_id: str | None, message: tuple[Any, ...]) -> None:
-    """Log a line a worker printed, under the invocation's request id."""
-    if message[0] == "output":
-        logger.info(
-            "function.output",
-            function=function,
-            request_id=request_id,
-            stream=message[1],
-            line=message[2],
-        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -272,6 +90,7 @@ class ProcessPool:
         self._relay = relay
         self._freed = asyncio.Event()
         self._closing = False
+        self._stopping: set[asyncio.Task[None]] = set()
         self._reaper = asyncio.get_running_loop().create_task(self._reap_idle())
 
     @property
@@ -311,7 +130,11 @@ class ProcessPool:
         self.busy.discard(worker)
         worker.last_used = time.monotonic()
         if self._closing:
-            asyncio.get_running_loop().create_task(worker.stop(self.function.name))
+            stopping = asyncio.get_running_loop().create_task(
+                worker.stop(self.function.name)
+            )
+            self._stopping.add(stopping)
+            stopping.add_done_callback(self._stopping.discard)
         else:
             self.idle.append(worker)
         self._freed.set()
@@ -372,7 +195,8 @@ class ProcessPool:
             reply = ("timeout",)
         except WorkerExit as exc:
             self.busy.discard(worker)
-            self.kills[KillCause.CRASH] += 1
+            if not self._closing:
+                self.kills[KillCause.CRASH] += 1
             self._freed.set()
             message = f"RequestId: {request_id} Error: {exc}"
             reply = ("error", "unhandled_error", "Runtime.ExitError", message, [], None)
@@ -382,6 +206,12 @@ class ProcessPool:
             else:
                 self.release(worker)
         return ProcessRun(reply, init_ms, (time.perf_counter() - started) * 1000)
+
+    def outcome(
+        self, run: ProcessRun, request_id: str
+    ) -> tuple[Outcome, Any, ErrorInfo | None]:
+        """Classify ``run`` as the invocation path classifies an inline call."""
+        return outcome_of(run, self.function, request_id)
 
     async def provision(self) -> None:
         """Start workers until ``min_warm`` are alive (provisioned concurrency)."""
@@ -421,10 +251,68 @@ class ProcessPool:
         """Stop the pool: each worker runs its shutdown hooks, then is gone."""
         self._closing = True
         self._reaper.cancel()
-        workers = self.idle + list(self.busy)
-        self.idle.clear()
-        self.kills[KillCause.SHUTDOWN] += len(workers)
-        await asyncio.gather(*(w.stop(self.function.name) for w in workers))
+        idle, self.idle = self.idle, []
+        # Busy workers outlived the grace period: their invocations are
+        # abandoned, and only the invocation may read a busy worker's pipe.
+        for worker in self.busy:
+            worker.kill()
+        self.kills[KillCause.SHUTDOWN] += len(idle) + len(self.busy)
+        await asyncio.gather(
+            *(w.stop(self.function.name) for w in idle), *self._stopping
+        )
+
+
+def outcome_of(
+    run: ProcessRun, function: Function, request_id: str
+) -> tuple[Outcome, Any, ErrorInfo | None]:
+    """Classify a worker's reply as the invocation path does an inline call."""
+    reply = run.reply
+    if reply[0] == "result":
+        return Outcome.SUCCESS, reply[1], None
+    if reply[0] == "timeout":
+        message = f"Task timed out after {function.timeout_s:.2f} seconds"
+        return Outcome.TIMEOUT, None, ErrorInfo("Sandbox.Timedout", message)
+    _, outcome, error_type, message, stack_trace, status = reply
+    if outcome == Outcome.UNHANDLED_ERROR:
+        logger.error(
+            "invocation.failed",
+            function=function.name,
+            request_id=request_id,
+            error_type=error_type,
+            error=message,
+            stack_trace="".join(stack_trace) or None,
+        )
+    return Outcome(outcome), None, ErrorInfo(error_type, message, stack_trace, status)
+
+
+def runs_in_process(function: Function, default_isolation: str) -> bool:
+    """True when the function gets process environments.
+
+    Its own ``isolation`` decides; without one, the platform's default does,
+    except for a handler no worker could import (defined inside a function, or
+    not on a module-level ``App``): it stays inline, with a warning.
+    """
+    isolation = function.isolation or default_isolation
+    if isolation != "process":
+        return False
+    if function.isolation is not None or importable(function):
+        return True
+    logger.warning(
+        "environment.inline_fallback",
+        function=function.name,
+        reason="a worker cannot import the handler: define it at module level, "
+        "registered on a module-level App",
+    )
+    return False
+
+
+def importable(function: Function) -> bool:
+    """True when a worker can find the function on an App of its module."""
+    if not importable_by_path(function.handler):
+        return False
+    module = sys.modules.get(function.handler.__module__)
+    apps = [v for v in vars(module).values() if isinstance(v, App)] if module else []
+    return any(app.functions.get(function.name) is function for app in apps)
 
 
 class EnvironmentCollector:

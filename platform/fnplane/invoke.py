@@ -12,7 +12,6 @@ import asyncio
 import concurrent.futures
 import itertools
 import math
-import sys
 import time
 import traceback
 import uuid
@@ -44,7 +43,7 @@ if TYPE_CHECKING:
     from fnplane.app import App
     from fnplane.asyncq import AsyncQueue
     from fnplane.config import Settings
-    from fnplane.environments import ProcessPool, ProcessRun
+    from fnplane.environments import ProcessPool
     from fnplane.workflows.hosting import WorkflowHost
 
 logger = structlog.get_logger(__name__)
@@ -305,12 +304,8 @@ class Invoker:
         pool = self._pools.get(function.name)
         if pool is not None or not self._runs_in_process(function):
             return pool
-        from fnplane.environments import (
-            EnvironmentCollector,
-            ProcessPool,
-            start_fork_server,
-            worker_spec,
-        )
+        from fnplane.environments import EnvironmentCollector, ProcessPool, worker_spec
+        from fnplane.processes import start_fork_server
 
         if not self._pools:
             self.metrics.registry.register(EnvironmentCollector(self._pools))
@@ -323,7 +318,12 @@ class Invoker:
     def _runs_in_process(self, function: Function) -> bool:
         decided = self._in_process.get(function.name)
         if decided is None:
-            decided = runs_in_process(function, self.settings.isolation)
+            decided = False
+            if (function.isolation or self.settings.isolation) == "process":
+                # Imported only here: inline platforms never load multiprocessing.
+                from fnplane.environments import runs_in_process
+
+                decided = runs_in_process(function, self.settings.isolation)
             self._in_process[function.name] = decided
         return decided
 
@@ -434,34 +434,12 @@ class Invoker:
             return InvocationResult(
                 request_id, name, Outcome.INIT_ERROR, error=init_error
             )
-        outcome, value, error = self._process_outcome(pool, run, request_id)
+        outcome, value, error = pool.outcome(run, request_id)
         if outcome is Outcome.SUCCESS and marshal is not None:
             outcome, value, error = self._marshal(marshal, value, name, request_id)
         return InvocationResult(
             request_id, name, outcome, value, error, run.duration_ms, run.init_ms
         )
-
-    def _process_outcome(
-        self, pool: ProcessPool, run: ProcessRun, request_id: str
-    ) -> tuple[Outcome, Any, ErrorInfo | None]:
-        reply = run.reply
-        if reply[0] == "result":
-            return Outcome.SUCCESS, reply[1], None
-        if reply[0] == "timeout":
-            message = f"Task timed out after {pool.function.timeout_s:.2f} seconds"
-            return Outcome.TIMEOUT, None, ErrorInfo("Sandbox.Timedout", message)
-        _, outcome, error_type, message, stack_trace, status = reply
-        if outcome == Outcome.UNHANDLED_ERROR:
-            logger.error(
-                "invocation.failed",
-                function=pool.function.name,
-                request_id=request_id,
-                error_type=error_type,
-                error=message,
-                stack_trace="".join(stack_trace) or None,
-            )
-        error = ErrorInfo(error_type, message, stack_trace, status)
-        return Outcome(outcome), None, error
 
     def _marshal(
         self, marshal: Marshal, value: Any, name: str, request_id: str
@@ -568,41 +546,6 @@ class Invoker:
                 error_type=error.error_type,
                 error=error.message,
             )
-
-
-def runs_in_process(function: Function, default_isolation: str) -> bool:
-    """True when the function gets process environments.
-
-    Its own ``isolation`` decides; without one, the platform's default does,
-    except for a handler no worker could import (defined inside a function, or
-    not in a module-level ``App``): it stays inline, with a warning.
-    """
-    isolation = function.isolation or default_isolation
-    if isolation != "process":
-        return False
-    if function.isolation is not None or importable(function):
-        return True
-    logger.warning(
-        "environment.inline_fallback",
-        function=function.name,
-        reason="the handler is not importable by a worker (define it at module "
-        "level, registered on a module-level App)",
-    )
-    return False
-
-
-def importable(function: Function) -> bool:
-    """True when a worker can find the function in its module's globals."""
-    from fnplane.app import App
-    from fnplane.function import importable_by_path
-
-    if not importable_by_path(function.handler):
-        return False
-    module = sys.modules.get(function.handler.__module__)
-    return any(
-        isinstance(value, App) and value.functions.get(function.name) is function
-        for value in (vars(module).values() if module is not None else ())
-    )
 
 
 def error_info(exc: BaseException) -> ErrorInfo:
