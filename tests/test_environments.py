@@ -36,6 +36,7 @@ def flaky_init_marker() -> Path:
 
 
 def fail_first_init() -> None:
+    print("initialising")  # output before the worker is ready
     marker = flaky_init_marker()
     if not marker.exists():
         marker.touch()

@@ -29,7 +29,7 @@ from prometheus_client.metrics_core import (
 from fnplane.app import App
 from fnplane.function import Function, importable_by_path
 from fnplane.invoke import ErrorInfo, Outcome
-from fnplane.processes import Worker, WorkerExit, log_output
+from fnplane.processes import Worker, WorkerExit, encode, log_output
 from fnplane.workers import MARSHAL_ERROR, OUT_OF_MEMORY, WorkerSpec
 
 logger = structlog.get_logger(__name__)
@@ -49,6 +49,7 @@ class KillCause(StrEnum):
     CRASH = "crash"
     OUT_OF_MEMORY = "out_of_memory"
     IDLE = "idle"
+    ABANDONED = "abandoned"
     SHUTDOWN = "shutdown"
 
 
@@ -159,13 +160,14 @@ class ProcessPool:
         ``WorkerExit`` if the worker dies.
         """
         try:
-            worker.send(("invoke", request_id, event, *call))
+            payload = encode(("invoke", request_id, event, *call))
         except Exception as exc:
             text = (
                 f"function {self.function.name!r}: the event cannot be sent to its "
                 f"process environment (it must be picklable): {exc}"
             )
             return ("error", "unhandled_error", MARSHAL_ERROR, text, [], None)
+        worker.send_bytes(payload)
         while True:
             frame = await worker.receive()
             if frame[0] == "output":
@@ -193,8 +195,14 @@ class ProcessPool:
         except TimeoutError:
             await self.discard(worker, KillCause.TIMEOUT)
             reply = ("timeout",)
+        except asyncio.CancelledError:
+            # The caller gave up mid-invocation: the worker's reply would
+            # arrive for nobody and desynchronise its pipe, so it goes.
+            self._abandon(worker)
+            raise
         except WorkerExit as exc:
             self.busy.discard(worker)
+            await worker.reap()
             if not self._closing:
                 self.kills[KillCause.CRASH] += 1
             self._freed.set()
@@ -206,6 +214,15 @@ class ProcessPool:
             else:
                 self.release(worker)
         return ProcessRun(reply, init_ms, (time.perf_counter() - started) * 1000)
+
+    def _abandon(self, worker: Worker) -> None:
+        self.busy.discard(worker)
+        self.kills[KillCause.ABANDONED] += 1
+        worker.kill()
+        self._freed.set()
+        reaping = asyncio.get_running_loop().create_task(worker.reap())
+        self._stopping.add(reaping)
+        reaping.add_done_callback(self._stopping.discard)
 
     def outcome(
         self, run: ProcessRun, request_id: str

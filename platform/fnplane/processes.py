@@ -34,6 +34,9 @@ logger = structlog.get_logger(__name__)
 
 FORK_SERVER = multiprocessing.get_context("forkserver")
 JOIN_TIMEOUT_S = 2.0
+# The platform's own wait for a worker's Init, beyond the init limit the
+# worker keeps itself: forking and importing the module count in it too.
+INIT_MARGIN_S = 1.0
 # A worker's shutdown runs the function's and the app's hooks, 2 s cap each.
 WORKER_STOP_TIMEOUT_S = 2 * SHUTDOWN_HOOK_CAP_S + 0.5
 
@@ -108,6 +111,7 @@ class Worker:
     """The platform's handle on one worker process."""
 
     def __init__(self, spec: WorkerSpec) -> None:
+        self.spec = spec
         self.conn, self._child_conn = FORK_SERVER.Pipe()
         self.process = WorkerProcess(
             target=worker_main, args=(spec, self._child_conn), daemon=True
@@ -118,14 +122,25 @@ class Worker:
     async def start(self) -> float:
         """Fork the worker and wait for its Init; its duration in ms.
 
-        Raises ``InitFailure`` when Init fails or the worker dies meanwhile.
+        Raises ``InitFailure`` when Init fails, outlives the init limit (the
+        module's import included, as Lambda counts it) or the worker dies.
         """
         started = time.perf_counter()
         # The first start launches the fork server (a new interpreter).
         await asyncio.to_thread(self.process.start)
         self._child_conn.close()
+        limit_s = self.spec.init_limit_s + INIT_MARGIN_S
         try:
-            message = await self.receive()
+            async with asyncio.timeout(limit_s):
+                message = await self.receive()
+                while message[0] == "output":
+                    log_output(self.spec.function, None, message)
+                    message = await self.receive()
+        except TimeoutError:
+            self.kill()
+            await self.reap()
+            text = f"{self.spec.function}: init did not finish within {limit_s:.2f} s"
+            raise InitFailure(text, "Runtime.InitTimeout", []) from None
         except WorkerExit as exc:
             raise InitFailure(str(exc), "Runtime.ExitError", []) from None
         if message[0] == "init_failed":
@@ -136,7 +151,15 @@ class Worker:
 
     def send(self, message: tuple[Any, ...]) -> None:
         """Send one frame (pickled first, so a failure sends nothing)."""
-        self.conn.send_bytes(pickle.dumps(message, pickle.HIGHEST_PROTOCOL))
+        self.send_bytes(encode(message))
+
+    def send_bytes(self, payload: bytes) -> None:
+        """Send an encoded frame; ``WorkerExit`` if the worker is gone."""
+        try:
+            self.conn.send_bytes(payload)
+        except OSError:
+            self.kill()
+            raise WorkerExit(describe_exit(self.process.exitcode)) from None
 
     async def receive(self) -> tuple[Any, ...]:
         """The next frame; ``WorkerExit`` with Lambda's wording if it died."""
@@ -173,6 +196,11 @@ class Worker:
             logger.warning("environment.stop_timed_out", function=function)
         self.process.terminate()
         await self.reap()
+
+
+def encode(message: tuple[Any, ...]) -> bytes:
+    """A frame's pickle; raises whatever pickling raises for what it cannot send."""
+    return pickle.dumps(message, pickle.HIGHEST_PROTOCOL)
 
 
 async def readable(fd: int) -> None:

@@ -38,6 +38,7 @@ from fnplane.app import App
 from fnplane.context import Context
 from fnplane.errors import FunctionError, ProcessEnvironmentError
 from fnplane.function import Function
+from fnplane.invoke import error_info
 from fnplane.lifecycle import InitFailure, run_init_hooks, run_shutdown_hooks
 
 MB = 1024 * 1024
@@ -302,8 +303,6 @@ def run_handler(
     loop: asyncio.AbstractEventLoop, function: Function, event: Any, context: Context
 ) -> tuple[Any, ...]:
     """Run the handler; the reply frame for its value or its error."""
-    from fnplane.invoke import error_info
-
     try:
         value = function.handler(event, context)
         if function.is_async:
