@@ -7,7 +7,9 @@ Each round runs in a fresh process (a fresh fork server too) and measures:
   ``COLD_STARTS`` cold invocations, and the init duration the report gives;
 - warm: ``WARM_CALLS`` invocations of the same trivial handler through a
   warm process environment, an inline environment and a direct call,
-  in µs per invocation, and the overheads over the direct call.
+  in µs per invocation, the overheads over the direct call, and the
+  process / inline ratio of the round (sync handlers: inline ones hop to a
+  thread, process ones to a worker).
 
 Prints each round, then the median, min and max over the rounds.
 
@@ -114,6 +116,7 @@ async def one_round() -> dict[str, float]:
     figures["direct_us"] = direct_us()
     figures["process_overhead_us"] = figures["process_us"] - figures["direct_us"]
     figures["inline_overhead_us"] = figures["inline_us"] - figures["direct_us"]
+    figures["process_over_inline"] = figures["process_us"] / figures["inline_us"]
     await invoker.shutdown()
     return figures
 
@@ -136,15 +139,15 @@ def main() -> None:
         ).stdout  # fmt: skip
         figures = json.loads(output.strip().splitlines()[-1])
         rounds.append(figures)
-        shown = "  ".join(f"{key}={value:.1f}" for key, value in figures.items())
+        shown = "  ".join(f"{key}={value:.2f}" for key, value in figures.items())
         print(f"round {number}: {shown}")
 
     print(f"\nover {len(rounds)} rounds (load average {os.getloadavg()[0]:.2f}):")
     for key in rounds[0]:
         values = [figures[key] for figures in rounds]
         print(
-            f"  {key:<22} median {statistics.median(values):8.1f}  "
-            f"min {min(values):8.1f}  max {max(values):8.1f}"
+            f"  {key:<22} median {statistics.median(values):8.2f}  "
+            f"min {min(values):8.2f}  max {max(values):8.2f}"
         )
 
 

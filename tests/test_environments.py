@@ -118,6 +118,12 @@ async def relays(event: Any, context: Any) -> Any:
     return await context.invoke("describe", {})
 
 
+@app.function(isolation="process")
+async def queues(event: Any, context: Any) -> str:
+    request_id: str = await context.invoke_async("describe", {"queued": True})
+    return request_id
+
+
 @web.http("POST", "/burn", isolation="process", timeout=60)
 def burn(event: Any, context: Any) -> int:
     folder = Path(event.json()["folder"])
@@ -275,6 +281,25 @@ async def test_context_invoke_is_relayed_to_the_platform() -> None:
     await invoker.shutdown()
 
     assert result.ok and result.value["pid"] != os.getpid()
+
+
+async def test_context_invoke_async_is_relayed_to_the_platform(
+    start_platform: Any, settings: Settings
+) -> None:
+    """ctx.invoke_async inside a worker queues the event on the platform's
+    async queue, which then runs the target."""
+    platform = await start_platform(app, settings)
+    with capture_logs() as logs:
+        queued = await platform.invoker.invoke("queues")
+        await wait_until(
+            lambda: any(
+                e["event"] == "invocation.report"
+                and e.get("request_id") == queued.value
+                for e in logs
+            ),
+            "the queued invocation to run",
+        )
+    assert queued.ok
 
 
 async def test_cpu_bound_handler_does_not_block_http(

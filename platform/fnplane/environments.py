@@ -29,6 +29,7 @@ from prometheus_client.metrics_core import (
 from fnplane.app import App
 from fnplane.function import Function, importable_by_path
 from fnplane.invoke import ErrorInfo, Outcome
+from fnplane.lifecycle import InitFailure
 from fnplane.processes import Worker, WorkerExit, encode, log_output
 from fnplane.workers import MARSHAL_ERROR, OUT_OF_MEMORY, WorkerSpec
 
@@ -102,9 +103,16 @@ class ProcessPool:
     async def acquire(self) -> tuple[Worker, float | None]:
         """A warm worker (init None), or a new one with its init duration in ms.
 
-        Waits while the pool is at its cap. Raises ``InitFailure``.
+        Waits while the pool is at its cap. Raises ``InitFailure``, also once
+        the pool is closing (no work is handed out then).
         """
         while True:
+            if self._closing:
+                raise InitFailure(
+                    f"{self.function.name}: the platform is shutting down",
+                    "Runtime.ShuttingDown",
+                    [],
+                )
             if self.idle:
                 worker = self.idle.pop()
                 self.busy.add(worker)

@@ -1,6 +1,6 @@
 """The worker side of a process environment: one function, one process.
 
-A worker is forked from the platform's fork server (``environments``), imports
+A worker is forked from the platform's fork server (``processes``), imports
 the function's module, runs Init once and then serves invocations one at a
 time until told to stop. It talks to the platform over one duplex pipe with
 multiprocessing's framing (a 4-byte length, then a pickle); every message is
@@ -224,7 +224,8 @@ async def initialize(spec: WorkerSpec) -> tuple[Function, App]:
 
 
 def load_module(spec: WorkerSpec) -> ModuleType:
-    """The handler's module: preloaded or imported by name, else from its file."""
+    """The handler's module: imported by name (preloaded by the fork server, so
+    already there), else executed from its file."""
     for path in reversed(spec.sys_path):
         if path not in sys.path:
             sys.path.insert(0, path)
@@ -236,16 +237,6 @@ def load_module(spec: WorkerSpec) -> ModuleType:
         if spec.module_file is None:
             raise
         return load_file(spec.module, spec.module_file)
-
-
-def same_file(module: ModuleType, path: str | None) -> bool:
-    """True when ``module`` was loaded from ``path``."""
-    loaded = getattr(module, "__file__", None)
-    return (
-        loaded is not None
-        and path is not None
-        and (os.path.abspath(loaded) == os.path.abspath(path))
-    )
 
 
 def load_file(name: str, path: str | None) -> ModuleType:
