@@ -8,10 +8,12 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import os
+import subprocess
 import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -403,3 +405,74 @@ async def test_environment_metrics_count_busy_idle_and_cold_starts() -> None:
     await invoker.shutdown()
 
     assert (idle, cold, inits) == (1, 1, 1)
+
+
+BLOCKING_APP = """
+import os
+import time
+from pathlib import Path
+
+from fnplane import App
+
+app = App()
+
+
+@app.http("GET", "/block", isolation="process")
+def block(event, context):
+    Path(os.environ["PID_FILE"]).write_text(str(os.getpid()))
+    time.sleep(60)
+"""
+
+
+def test_workers_end_when_the_platform_is_killed(
+    tmp_path: Path, unused_port: int
+) -> None:
+    """kill -9 of the platform ends its workers too: none goes on running a
+    handler whose invocation is retried elsewhere."""
+    (tmp_path / "app.py").write_text(BLOCKING_APP)
+    pid_file = tmp_path / "worker.pid"
+    env = {**os.environ, "PID_FILE": str(pid_file)}
+    fnplane = str(Path(sys.executable).with_name("fnplane"))
+    server = subprocess.Popen(
+        [fnplane, "run", "app.py", "--port", str(unused_port), "--state-dir", "s"],
+        cwd=tmp_path, env=env,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        base = f"http://127.0.0.1:{unused_port}"
+        deadline = time.monotonic() + WAIT_S
+        while not answers(f"{base}/health"):
+            assert time.monotonic() < deadline, "fnplane run did not start"
+            time.sleep(0.05)
+        assert not answers(f"{base}/block"), "the handler blocks"
+        while not pid_file.exists():
+            assert time.monotonic() < deadline, "the handler did not start"
+            time.sleep(0.05)
+        worker_pid = int(pid_file.read_text())
+        assert worker_pid != server.pid
+    finally:
+        server.kill()
+        server.wait()
+
+    deadline = time.monotonic() + WAIT_S
+    while alive(worker_pid):
+        assert time.monotonic() < deadline, "the worker outlived its platform"
+        time.sleep(0.05)
+
+
+def answers(url: str) -> bool:
+    """True when ``url`` answers within half a second."""
+    try:
+        with urllib.request.urlopen(url, timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def alive(pid: int) -> bool:
+    """True while ``pid`` runs (a zombie awaiting its reaper counts as ended)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split(") ")[1][0] != "Z"
+    except FileNotFoundError:
+        return False

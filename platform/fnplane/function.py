@@ -75,6 +75,8 @@ class Function:
             "concurrency": self.concurrency,
             "memory": self.memory_mb,
             "isolation": self.isolation,
+            "idle_timeout": self.idle_timeout_s,
+            "min_warm": self.min_warm,
             "async": self.async_policy.describe(),
             "triggers": [trigger.describe() for trigger in self.triggers],
         }

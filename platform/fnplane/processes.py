@@ -14,6 +14,7 @@ import multiprocessing
 import os
 import pickle
 import signal
+import sys
 import time
 from multiprocessing import (
     context,
@@ -34,6 +35,8 @@ logger = structlog.get_logger(__name__)
 
 FORK_SERVER = multiprocessing.get_context("forkserver")
 JOIN_TIMEOUT_S = 2.0
+# ``WorkerPopen`` copies CPython's launch as it is before this version.
+LAUNCH_COPIED_UNTIL = (3, 14)
 # The platform's own wait for a worker's Init, beyond the init limit the
 # worker keeps itself: forking and importing the module count in it too.
 INIT_MARGIN_S = 1.0
@@ -73,7 +76,9 @@ class WorkerPopen(popen_forkserver.Popen):
     multiprocessing makes each child import the parent's main script again
     (``fnplane``'s console script, a benchmark, a test runner), which would
     cost every cold start tens of ms; a worker needs only its function's
-    module, which it imports itself (``workers.load_module``).
+    module, which it imports itself (``workers.load_module``). The body is
+    CPython's own ``Popen._launch`` (3.11 to 3.13) with the two main-module
+    entries dropped from the preparation data.
     """
 
     def _launch(self, process_obj: Any) -> None:
@@ -87,6 +92,7 @@ class WorkerPopen(popen_forkserver.Popen):
             reduction.dump(process_obj, buf)
         finally:
             context.set_spawning_popen(None)
+        # Private multiprocessing names that typeshed does not declare.
         fds = self._fds  # type: ignore[attr-defined]
         self.sentinel, w = forkserver.connect_to_new_process(fds)
         # As multiprocessing does: the child watches this duplicate to learn
@@ -103,7 +109,11 @@ class WorkerProcess(context.ForkServerProcess):
     """A fork-server process launched by ``WorkerPopen``."""
 
     @staticmethod
-    def _Popen(process_obj: Any) -> WorkerPopen:
+    def _Popen(process_obj: Any) -> popen_forkserver.Popen:
+        if sys.version_info >= LAUNCH_COPIED_UNTIL:
+            # A later CPython may launch differently: its own way is correct,
+            # only slower (the main script runs again in each worker).
+            return popen_forkserver.Popen(process_obj)
         return WorkerPopen(process_obj)
 
 
