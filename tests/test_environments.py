@@ -24,6 +24,7 @@ from structlog.testing import capture_logs
 from fnplane import App, RegistrationError
 from fnplane.config import Settings, SettingsError
 from fnplane.invoke import Invoker, Outcome
+from fnplane.runner import Platform
 
 WAIT_S = 20.0
 
@@ -108,6 +109,29 @@ def remembers(event: Any, context: Any) -> int:
     global shutdown_file
     shutdown_file = Path(event)
     return os.getpid()
+
+
+@web.function(isolation="process", shutdown=record_shutdown)
+def finishes(event: Any, context: Any) -> str:
+    global shutdown_file
+    shutdown_file = Path(event)
+    while not (shutdown_file.parent / "go").exists():
+        time.sleep(0.01)
+    return "finished"
+
+
+inline_inits: list[int] = []
+
+
+def fail_first_inline_init() -> None:
+    inline_inits.append(1)
+    if len(inline_inits) == 1:
+        raise RuntimeError("first inline init fails")
+
+
+@app.function(isolation="inline", min_warm=1, init=fail_first_inline_init)
+def inline_provisioned(event: Any, context: Any) -> bool:
+    return bool(context.cold_start)
 
 
 @app.function(isolation="process")
@@ -261,6 +285,44 @@ async def test_failed_init_is_retried_and_shutdown_hooks_run_in_workers(
     assert "first init fails" in first.error.message
     assert second.ok and second.value == "initialised"
     assert marker.read_text() == f"shutdown in {worker_pid}"
+
+
+async def test_platform_stop_drains_workers_then_runs_their_shutdown_hooks(
+    tmp_path: Path,
+) -> None:
+    """Stopping the platform lets a running process invocation finish within
+    the grace period, then the worker runs its shutdown hooks and ends."""
+    platform = Platform(web, Settings(port=0, grace=10, state_dir=str(tmp_path)))
+    await platform.start()
+    invoker = platform.invoker
+    marker = tmp_path / "shutdown.txt"
+    running = asyncio.create_task(invoker.invoke("finishes", str(marker)))
+    await wait_until(lambda: invoker.in_flight == 1, "the invocation to start")
+    stopping = asyncio.create_task(platform.stop())
+    await wait_until(lambda: platform.stopping, "the stop to begin")
+    assert not running.done(), "the invocation is still running"
+    (tmp_path / "go").touch()
+    await stopping
+
+    assert (await running).value == "finished"
+    assert marker.read_text().startswith("shutdown in ")
+
+
+async def test_min_warm_on_an_inline_function_runs_its_init_at_start() -> None:
+    """min_warm on an inline function runs Init at start (retried when it
+    fails), so its first invocation is warm."""
+    invoker = Invoker(app, Settings())
+    inline_inits.clear()
+    await invoker.start_environments()  # the first Init fails, logged
+    first = await invoker.invoke("inline_provisioned")  # Init again: cold
+    fresh = Invoker(app, Settings())
+    await fresh.start_environments()
+    warm = await fresh.invoke("inline_provisioned")
+    await invoker.shutdown()
+    await fresh.shutdown()
+
+    assert first.ok and first.cold_start
+    assert warm.ok and not warm.cold_start and warm.value is False
 
 
 async def test_unpicklable_result_names_the_function() -> None:

@@ -112,7 +112,8 @@ class App:
         - ``idle_timeout``: seconds (or ``timedelta``) an idle process
           environment is kept before it is stopped, default 300.
         - ``min_warm``: process environments initialised at start and always
-          kept (provisioned concurrency), default 0.
+          kept (provisioned concurrency), default 0, at most ``concurrency``.
+          On an inline function, any value runs its Init at start.
         - ``init``, ``shutdown``: a hook or list of hooks (plain or async, no
           arguments) run when the function's environment starts (within the
           init limit, 10 s by default) and stops (2 s cap each).

@@ -84,7 +84,7 @@ class ProcessPool:
     def __init__(self, function: Function, spec: WorkerSpec, relay: Relay) -> None:
         self.function = function
         self.spec = spec
-        self.cap = function.concurrency or POOL_CAP
+        self.cap = POOL_CAP if function.concurrency is None else function.concurrency
         self.idle: list[Worker] = []
         self.busy: set[Worker] = set()
         self.starting = 0

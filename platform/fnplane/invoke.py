@@ -292,12 +292,24 @@ class Invoker:
         return environment
 
     async def start_environments(self) -> None:
-        """Initialise the ``min_warm`` process environments of every function."""
+        """Initialise the environments of every function with ``min_warm``: its
+        process environments, or its inline one (its Init runs now)."""
         for function in self.app.functions.values():
-            if function.min_warm:
-                pool = self.process_pool(function)
-                if pool is not None:
-                    await pool.provision()
+            if not function.min_warm:
+                continue
+            pool = self.process_pool(function)
+            if pool is not None:
+                await pool.provision()
+                continue
+            try:
+                await self.environment(function).ensure_ready()
+            except InitFailure as failure:
+                # As Lambda does, the next invocation tries Init again.
+                logger.error(
+                    "environment.provision_failed",
+                    function=function.name,
+                    error=str(failure),
+                )
 
     def process_pool(self, function: Function) -> ProcessPool | None:
         """The function's pool of worker processes; None for inline functions."""
