@@ -23,7 +23,9 @@ from structlog.testing import capture_logs
 
 from fnplane import App, RegistrationError
 from fnplane.config import Settings, SettingsError
+from fnplane.environments import worker_spec
 from fnplane.invoke import Invoker, Outcome
+from fnplane.loader import load_app
 from fnplane.runner import Platform
 
 WAIT_S = 20.0
@@ -538,3 +540,24 @@ def alive(pid: int) -> bool:
             return stat.read().split(") ")[1][0] != "Z"
     except FileNotFoundError:
         return False
+
+
+async def test_a_file_loaded_by_path_runs_in_a_worker_under_its_stem(
+    tmp_path: Path,
+) -> None:
+    """A functions file ``fnplane run`` loads by path is found by workers
+    (and preloaded by the fork server) under its file's stem."""
+    folder = tmp_path / "stemmed_functions"
+    folder.mkdir()
+    (folder / "stemmed_pid.py").write_text(
+        "import os\nfrom fnplane import App\napp = App()\n\n"
+        "@app.function()\ndef stemmed(event, context):\n    return os.getpid()\n"
+    )
+    loaded = load_app(str(folder))
+    spec = worker_spec(loaded.get("stemmed"), 10)
+    invoker = Invoker(loaded, Settings(isolation="process"))
+    result = await invoker.invoke("stemmed")
+    await invoker.shutdown()
+
+    assert (spec.module, spec.alias) == ("fnplane_functions.stemmed_pid", "stemmed_pid")
+    assert result.ok and result.value != os.getpid()

@@ -17,6 +17,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from enum import StrEnum
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -55,17 +56,43 @@ class KillCause(StrEnum):
 
 
 def worker_spec(function: Function, init_limit_s: float) -> WorkerSpec:
-    """Where a worker finds ``function``: its module's name and file."""
+    """Where a worker finds ``function``: its module's names and file."""
     module_name: str = function.handler.__module__
-    module = sys.modules.get(module_name)
+    module_file = getattr(sys.modules.get(module_name), "__file__", None)
     return WorkerSpec(
         function=function.name,
         module=module_name,
-        module_file=getattr(module, "__file__", None),
+        module_file=module_file,
         memory_mb=function.memory_mb,
         init_limit_s=init_limit_s,
         sys_path=list(sys.path),
+        alias=import_alias(module_name, module_file),
     )
+
+
+def import_alias(module_name: str, module_file: str | None) -> str | None:
+    """Another name the module imports under, when its own name does not.
+
+    A script run as ``__main__`` and the files ``fnplane run`` loads by path
+    (``fnplane_functions.<stem>``) live in a folder on ``sys.path``, so
+    ``<stem>`` imports them: the fork server can preload them under it.
+    """
+    if module_file is None or "." in Path(module_file).stem:
+        return None
+    path = Path(module_file)
+    folders = {str(Path(p or ".").resolve()) for p in sys.path}
+    if path.name == "__init__.py" or str(path.parent.resolve()) not in folders:
+        return None
+    return None if path.stem == module_name else path.stem
+
+
+def preload_names(functions: list[Function]) -> list[str]:
+    """The module names the fork server imports for ``functions``."""
+    names: set[str] = set()
+    for function in functions:
+        spec = worker_spec(function, 0)
+        names.update(name for name in (spec.module, spec.alias) if name)
+    return sorted(names)
 
 
 @dataclass(frozen=True, slots=True)

@@ -316,13 +316,19 @@ class Invoker:
         pool = self._pools.get(function.name)
         if pool is not None or not self._runs_in_process(function):
             return pool
-        from fnplane.environments import EnvironmentCollector, ProcessPool, worker_spec
+        from fnplane.environments import (
+            EnvironmentCollector,
+            ProcessPool,
+            preload_names,
+            worker_spec,
+        )
         from fnplane.processes import start_fork_server
 
         if not self._pools:
             self.metrics.registry.register(EnvironmentCollector(self._pools))
-            modules = [f.handler.__module__ for f in self.app.functions.values()]
-            start_fork_server(modules)
+            functions = self.app.functions.values()
+            isolated = [f for f in functions if self._runs_in_process(f)]
+            start_fork_server(preload_names(isolated))
         spec = worker_spec(function, self.settings.init_limit)
         pool = self._pools[function.name] = ProcessPool(function, spec, self._relay)
         return pool

@@ -60,6 +60,7 @@ class WorkerSpec:
     memory_mb: int
     init_limit_s: float
     sys_path: list[str] = field(default_factory=list)
+    alias: str | None = None
 
 
 class ProcessContext(Context):
@@ -224,19 +225,29 @@ async def initialize(spec: WorkerSpec) -> tuple[Function, App]:
 
 
 def load_module(spec: WorkerSpec) -> ModuleType:
-    """The handler's module: imported by name (preloaded by the fork server, so
-    already there), else executed from its file."""
+    """The handler's module: imported by its name or its alias (preloaded by
+    the fork server, so already there), else executed from its file."""
     for path in reversed(spec.sys_path):
         if path not in sys.path:
             sys.path.insert(0, path)
-    if spec.module == "__main__":
-        return load_file(MAIN_ALIAS, spec.module_file)
-    try:
-        return importlib.import_module(spec.module)
-    except ImportError:
-        if spec.module_file is None:
-            raise
-        return load_file(spec.module, spec.module_file)
+    for name in (spec.module, spec.alias):
+        if name is None or name == "__main__":
+            continue
+        try:
+            module = importlib.import_module(name)
+        except ImportError:
+            continue
+        # The alias may name another module (a file called like a library's).
+        if spec.module_file is None or same_file(module, spec.module_file):
+            return module
+    name = MAIN_ALIAS if spec.module == "__main__" else spec.module
+    return load_file(name, spec.module_file)
+
+
+def same_file(module: ModuleType, path: str) -> bool:
+    """True when ``module`` was loaded from ``path``."""
+    loaded = getattr(module, "__file__", None)
+    return loaded is not None and os.path.samefile(loaded, path)
 
 
 def load_file(name: str, path: str | None) -> ModuleType:
