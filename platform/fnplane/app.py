@@ -18,15 +18,19 @@ from fnplane.file_trigger import (
     FileTrigger,
 )
 from fnplane.function import (
+    DEFAULT_IDLE_TIMEOUT_S,
     DEFAULT_MEMORY_MB,
     DEFAULT_TIMEOUT_S,
     Function,
     Handler,
     Hook,
     Trigger,
+    seconds,
     validate_concurrency,
     validate_hooks,
+    validate_isolation,
     validate_memory,
+    validate_min_warm,
     validate_timeout,
 )
 from fnplane.policy import Backoff, build_async_policy
@@ -63,6 +67,9 @@ class FunctionOptions(TypedDict, total=False):
     timeout: float | timedelta
     concurrency: int | None
     memory: int
+    isolation: str | None
+    idle_timeout: float | timedelta
+    min_warm: int
     init: Hook | list[Hook]
     shutdown: Hook | list[Hook]
     retries: int
@@ -78,10 +85,10 @@ FUNCTION_OPTIONS = frozenset(FunctionOptions.__annotations__)
 class StreamOptionArgs(TypedDict, total=False):
     """Options of ``kafka`` and ``redis_stream``; see ``StreamOptions``.
 
-    Besides their own, stream decorators take ``name``, ``timeout``,
-    ``memory``, ``init`` and ``shutdown``; ``retries``, ``backoff`` and
-    ``concurrency`` are the stream source's there (per-source retries,
-    parallel batches), not the async invocation policy.
+    Besides their own, stream decorators take the function options of
+    ``App.function`` but the async invocation policy's: ``retries``,
+    ``backoff`` and ``concurrency`` are the stream source's there
+    (per-source retries, parallel batches).
     """
 
     batch_size: int
@@ -100,9 +107,17 @@ class StreamOptionArgs(TypedDict, total=False):
     memory: int
     init: Hook | list[Hook]
     shutdown: Hook | list[Hook]
+    isolation: str | None
+    idle_timeout: float | timedelta
+    min_warm: int
 
 
-STREAM_FUNCTION_OPTIONS = frozenset({"name", "timeout", "memory", "init", "shutdown"})
+# The function options a stream decorator takes: the async invocation
+# policy has no say over records, and retries/backoff/concurrency are the
+# source's own there.
+STREAM_FUNCTION_OPTIONS = FUNCTION_OPTIONS - {
+    "retries", "backoff", "concurrency", "max_event_age", "on_success", "on_failure",
+}  # fmt: skip
 STREAM_SOURCE_OPTIONS = frozenset(StreamOptionArgs.__annotations__) - (
     STREAM_FUNCTION_OPTIONS
 )
@@ -142,7 +157,17 @@ class App:
         - ``concurrency``: reserved concurrency, the most invocations running at
           once; more are throttled. ``None`` (default) is unbounded.
         - ``memory``: MB reported as ``context.memory_limit_in_mb``, default 128
-          (128 to 10240).
+          (128 to 10240). In a process environment it also limits the
+          worker's address space (see ``isolation``).
+        - ``isolation``: ``"inline"`` (in the platform's process) or
+          ``"process"`` (worker processes: crash isolation, killed on timeout,
+          memory limit); default ``None``, the platform's ``isolation`` setting.
+          A process handler must be defined at module level.
+        - ``idle_timeout``: seconds (or ``timedelta``) an idle process
+          environment is kept before it is stopped, default 300.
+        - ``min_warm``: process environments initialised at start and always
+          kept (provisioned concurrency), default 0, at most ``concurrency``.
+          On an inline function, any value runs its Init at start.
         - ``init``, ``shutdown``: a hook or list of hooks (plain or async, no
           arguments) run when the function's environment starts (within the
           init limit, 10 s by default) and stops (2 s cap each).
@@ -515,13 +540,25 @@ def build_function(handler: Handler, options: FunctionOptions) -> Function:
             f"function name {name!r} is invalid: use 1 to 64 letters, digits, "
             f"'-' or '_' (give one with name=...)"
         )
+    concurrency = validate_concurrency(options.get("concurrency"), name)
+    idle_timeout_s = seconds(
+        options.get("idle_timeout", DEFAULT_IDLE_TIMEOUT_S), "idle_timeout", name
+    )
+    if idle_timeout_s <= 0:
+        raise RegistrationError(
+            f"function {name!r}: idle_timeout must be more than 0 seconds, "
+            f"got {idle_timeout_s:g}"
+        )
     return Function(
         name=name,
         handler=handler,
         timeout_s=validate_timeout(options.get("timeout", DEFAULT_TIMEOUT_S), name),
-        concurrency=validate_concurrency(options.get("concurrency"), name),
+        concurrency=concurrency,
         memory_mb=validate_memory(options.get("memory", DEFAULT_MEMORY_MB), name),
         init_hooks=validate_hooks(options.get("init"), "init", name),
         shutdown_hooks=validate_hooks(options.get("shutdown"), "shutdown", name),
         async_policy=build_async_policy(dict(options), name),
+        isolation=validate_isolation(options.get("isolation"), handler, name),
+        idle_timeout_s=idle_timeout_s,
+        min_warm=validate_min_warm(options.get("min_warm", 0), concurrency, name),
     )

@@ -62,6 +62,11 @@ def build_parser() -> argparse.ArgumentParser:
         "by several nodes",
     )
     run.add_argument("--api-key", help="require this key on the platform API")
+    run.add_argument(
+        "--isolation",
+        choices=("inline", "process"),
+        help="default execution environment of functions (default inline)",
+    )
 
     invoke = commands.add_parser(
         "invoke", help="invoke one function and print its result"
@@ -182,6 +187,7 @@ def command_run(args: argparse.Namespace) -> int:
         state_dir=args.state_dir,
         async_queue=args.async_queue,
         api_key=args.api_key,
+        isolation=args.isolation,
     )
     logs.configure(settings.log_format, settings.log_level)
     app = load_app(args.target)

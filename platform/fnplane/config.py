@@ -9,11 +9,12 @@ from __future__ import annotations
 import dataclasses
 import os
 import tomllib
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from fnplane.errors import FnplaneError
+from fnplane.function import ISOLATIONS
 from fnplane.logs import LOG_FORMATS, LOG_LEVELS
 
 ENV_PREFIX = "FNPLANE_"
@@ -43,6 +44,9 @@ class Settings:
     async_dedup_window: float = 3600.0
     kafka_bootstrap: str = "localhost:9092"
     redis_url: str = "redis://localhost:6379/0"
+    # Read from the environment even by ``Settings()`` built in code, so
+    # ``FNPLANE_ISOLATION=process python -m pytest`` switches every platform.
+    isolation: str = field(default_factory=lambda: default_isolation(os.environ))
 
     @classmethod
     def load(cls, root: Path | None = None, **overrides: Any) -> Settings:
@@ -77,6 +81,11 @@ class Settings:
                     self.log_format in LOG_FORMATS,
                 ),
                 (
+                    "isolation",
+                    f"must be one of {ISOLATIONS}",
+                    self.isolation in ISOLATIONS,
+                ),
+                (
                     "log_level",
                     f"must be one of {LOG_LEVELS}",
                     self.log_level in LOG_LEVELS,
@@ -90,6 +99,11 @@ class Settings:
     def replace(self, **changes: Any) -> Settings:
         """A copy with ``changes`` applied."""
         return dataclasses.replace(self, **changes)
+
+
+def default_isolation(environ: os._Environ[str] | dict[str, str]) -> str:
+    """``FNPLANE_ISOLATION`` when set, else ``inline``."""
+    return environ.get(f"{ENV_PREFIX}ISOLATION") or "inline"
 
 
 def _from_pyproject(path: Path) -> dict[str, Any]:

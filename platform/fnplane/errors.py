@@ -6,6 +6,7 @@
     ├── RegistrationError (ValueError)   a decorator got a bad option, name or route
     ├── LoadError (ImportError)          a target for ``fnplane run`` could not load
     ├── FunctionNotFoundError (LookupError)
+    ├── ProcessEnvironmentError          a worker process could not do what was asked
     ├── InvocationError                  an invocation did not produce a result
     │   ├── ThrottledError               no concurrency slot was free
     │   ├── InvocationTimeoutError       the handler outlived its timeout
@@ -46,6 +47,11 @@ class FunctionNotFoundError(FnplaneError, LookupError):
         choices = ", ".join(sorted(known)) or "none are registered"
         super().__init__(f"function {name!r} is not registered (known: {choices})")
         self.function_name = name
+
+
+class ProcessEnvironmentError(FnplaneError):
+    """A process environment could not do what was asked: a call relayed from a
+    worker failed, or something is not available in a worker."""
 
 
 class FunctionError(FnplaneError):

@@ -20,6 +20,8 @@ DEFAULT_TIMEOUT_S = 30.0
 MAX_TIMEOUT_S = 900.0
 DEFAULT_MEMORY_MB = 128
 DEFAULT_INIT_LIMIT_S = 10.0
+DEFAULT_IDLE_TIMEOUT_S = 300.0
+ISOLATIONS = ("inline", "process")
 # The region and account Step Functions ARNs use too, so ARNs agree.
 FUNCTION_ARN_PREFIX = "arn:aws:lambda:us-east-1:000000000000:function:"
 
@@ -53,6 +55,9 @@ class Function:
     triggers: list[Trigger] = field(default_factory=list)
     async_policy: AsyncPolicy = field(default_factory=AsyncPolicy)
     is_async: bool = False
+    isolation: str | None = None
+    idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S
+    min_warm: int = 0
 
     def __post_init__(self) -> None:
         self.is_async = is_coroutine_function(self.handler)
@@ -69,6 +74,9 @@ class Function:
             "timeout": self.timeout_s,
             "concurrency": self.concurrency,
             "memory": self.memory_mb,
+            "isolation": self.isolation,
+            "idle_timeout": self.idle_timeout_s,
+            "min_warm": self.min_warm,
             "async": self.async_policy.describe(),
             "triggers": [trigger.describe() for trigger in self.triggers],
         }
@@ -132,6 +140,44 @@ def validate_memory(value: int, name: str) -> int:
         raise RegistrationError(
             f"function {name!r}: memory must be a whole number of MB from 128 to "
             f"10240, got {value!r}"
+        )
+    return value
+
+
+def validate_isolation(value: str | None, handler: Handler, name: str) -> str | None:
+    """Return the isolation, or raise for an unknown one or a process environment
+    a worker could not import (a handler defined inside a function)."""
+    if value is None:
+        return None
+    if value not in ISOLATIONS:
+        raise RegistrationError(
+            f"function {name!r}: isolation must be one of {ISOLATIONS}, got {value!r}"
+        )
+    if value == "process" and not importable_by_path(handler):
+        raise RegistrationError(
+            f"function {name!r}: isolation='process' needs a handler a worker can "
+            f"import: define it at module level, not inside a function"
+        )
+    return value
+
+
+def importable_by_path(handler: Handler) -> bool:
+    """True when the handler is a module-level name a worker process can import."""
+    qualname = getattr(handler, "__qualname__", "")
+    module = getattr(handler, "__module__", None)
+    return bool(module) and bool(qualname) and "<locals>" not in qualname
+
+
+def validate_min_warm(value: int, concurrency: int | None, name: str) -> int:
+    """Return the provisioned environments, or raise unless 0 <= N <= concurrency."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise RegistrationError(
+            f"function {name!r}: min_warm must be a whole number >= 0, got {value!r}"
+        )
+    if concurrency is not None and value > concurrency:
+        raise RegistrationError(
+            f"function {name!r}: min_warm ({value}) is more than its concurrency "
+            f"({concurrency})"
         )
     return value
 

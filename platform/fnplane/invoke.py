@@ -26,6 +26,7 @@ import structlog
 
 from fnplane.context import Context
 from fnplane.errors import (
+    FnplaneError,
     FunctionError,
     HandlerError,
     InitError,
@@ -42,6 +43,7 @@ if TYPE_CHECKING:
     from fnplane.app import App
     from fnplane.asyncq import AsyncQueue
     from fnplane.config import Settings
+    from fnplane.environments import ProcessPool
     from fnplane.workflows.hosting import WorkflowHost
 
 logger = structlog.get_logger(__name__)
@@ -169,6 +171,8 @@ class Invoker:
         )
         self._app_init = HookGroup(app.name, app.init_hooks)
         self._environments: dict[str, InlineEnvironment] = {}
+        self._pools: dict[str, ProcessPool] = {}
+        self._in_process: dict[str, bool] = {}
         self._slot_freed: dict[str, asyncio.Event] = {}
         self._in_flight = 0
         self._idle = asyncio.Event()
@@ -268,6 +272,7 @@ class Invoker:
         """Close the async queue, then run every started environment's shutdown
         hooks, then the app's."""
         await self.async_queue.close()
+        await asyncio.gather(*(pool.close() for pool in self._pools.values()))
         environments = list(self._environments.values())
         for environment in environments:
             await environment.shutdown()
@@ -286,6 +291,71 @@ class Invoker:
             self._environments[function.name] = environment
         return environment
 
+    async def start_environments(self) -> None:
+        """Initialise the environments of every function with ``min_warm``: its
+        process environments, or its inline one (its Init runs now)."""
+        for function in self.app.functions.values():
+            if not function.min_warm:
+                continue
+            pool = self.process_pool(function)
+            if pool is not None:
+                await pool.provision()
+                continue
+            try:
+                await self.environment(function).ensure_ready()
+            except InitFailure as failure:
+                # As Lambda does, the next invocation tries Init again.
+                logger.error(
+                    "environment.provision_failed",
+                    function=function.name,
+                    error=str(failure),
+                )
+
+    def process_pool(self, function: Function) -> ProcessPool | None:
+        """The function's pool of worker processes; None for inline functions."""
+        pool = self._pools.get(function.name)
+        if pool is not None or not self._runs_in_process(function):
+            return pool
+        from fnplane.environments import (
+            EnvironmentCollector,
+            ProcessPool,
+            preload_names,
+            worker_spec,
+        )
+        from fnplane.processes import start_fork_server
+
+        if not self._pools:
+            self.metrics.registry.register(EnvironmentCollector(self._pools))
+            functions = self.app.functions.values()
+            isolated = [f for f in functions if self._runs_in_process(f)]
+            start_fork_server(preload_names(isolated))
+        spec = worker_spec(function, self.settings.init_limit)
+        pool = self._pools[function.name] = ProcessPool(function, spec, self._relay)
+        return pool
+
+    def _runs_in_process(self, function: Function) -> bool:
+        decided = self._in_process.get(function.name)
+        if decided is None:
+            decided = False
+            if (function.isolation or self.settings.isolation) == "process":
+                # Imported only here: inline platforms never load multiprocessing.
+                from fnplane.environments import runs_in_process
+
+                decided = runs_in_process(function, self.settings.isolation)
+            self._in_process[function.name] = decided
+        return decided
+
+    async def _relay(
+        self, kind: str, target: str, payload: Any, event_id: str | None
+    ) -> tuple[bool, Any]:
+        """Run a worker's ``ctx.invoke``/``ctx.invoke_async`` here."""
+        try:
+            if kind == "invoke":
+                return True, await self.invoke(target, payload)
+            return True, await self.invoke_async(target, payload, event_id=event_id)
+        except FnplaneError as exc:
+            return False, str(exc)
+
     async def _run(
         self,
         function: Function,
@@ -295,9 +365,12 @@ class Invoker:
         log: list[str] | None,
         marshal: Marshal | None,
     ) -> InvocationResult:
-        environment = self.environment(function)
         if log is not None:
             log.append(f"START RequestId: {request_id} Version: $LATEST")
+        pool = self.process_pool(function)
+        if pool is not None:
+            return await self._run_in_process(pool, event, request_id, attempt, marshal)
+        environment = self.environment(function)
         try:
             init_ms = await environment.ensure_ready()
         except InitFailure as failure:
@@ -357,18 +430,52 @@ class Invoker:
             )
             return Outcome.TIMEOUT, None, self._timed_out(environment, context)
         if marshal is not None:
-            try:
-                value = marshal(value)
-            except Exception as exc:
-                error = ErrorInfo("Runtime.MarshalError", str(exc))
-                logger.error(
-                    "invocation.marshal_failed",
-                    function=context.function_name,
-                    request_id=context.aws_request_id,
-                    error=str(exc),
-                )
-                return Outcome.UNHANDLED_ERROR, None, error
+            name, request_id = context.function_name, context.aws_request_id
+            return self._marshal(marshal, value, name, request_id)
         return Outcome.SUCCESS, value, None
+
+    async def _run_in_process(
+        self,
+        pool: ProcessPool,
+        event: Any,
+        request_id: str,
+        attempt: int,
+        marshal: Marshal | None,
+    ) -> InvocationResult:
+        name = pool.function.name
+        try:
+            run = await pool.run(request_id, event, attempt)
+        except InitFailure as failure:
+            init_error = ErrorInfo(
+                failure.error_type, str(failure), failure.stack_trace
+            )
+            return InvocationResult(
+                request_id, name, Outcome.INIT_ERROR, error=init_error
+            )
+        outcome, value, error = pool.outcome(run, request_id)
+        if outcome is Outcome.SUCCESS and marshal is not None:
+            outcome, value, error = self._marshal(marshal, value, name, request_id)
+        return InvocationResult(
+            request_id, name, outcome, value, error, run.duration_ms, run.init_ms
+        )
+
+    def _marshal(
+        self, marshal: Marshal, value: Any, name: str, request_id: str
+    ) -> tuple[Outcome, Any, ErrorInfo | None]:
+        try:
+            return Outcome.SUCCESS, marshal(value), None
+        except Exception as exc:
+            logger.error(
+                "invocation.marshal_failed",
+                function=name,
+                request_id=request_id,
+                error=str(exc),
+            )
+            return (
+                Outcome.UNHANDLED_ERROR,
+                None,
+                ErrorInfo("Runtime.MarshalError", str(exc)),
+            )
 
     def _failed(self, context: Context, exc: BaseException) -> ErrorInfo:
         logger.error(

@@ -99,6 +99,7 @@ class Platform:
         await self._start_workflows()
         # The queue resumes stored events before any source accepts new ones.
         await self.invoker.async_queue.start()
+        await self.invoker.start_environments()
         http = HttpSource(self.invoker, self.api, reuse_port=reuse_port)
         self.sources.append(http)
         for kind in source_kinds(self.app):

@@ -19,6 +19,7 @@ record that raises fails alone.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -100,16 +101,15 @@ def stream_handler(handler: Handler, per_record: bool) -> Handler:
                 return await handler(event, context)
             return await call_batch_async(handler, event, context, per_record)
 
-        call_async.__wrapped__ = handler  # type: ignore[attr-defined]
-        return call_async
+        # The handler's names: a worker process finds the function by them.
+        return functools.update_wrapper(call_async, handler)
 
     def call(event: Any, context: Any) -> Any:
         if not isinstance(event, StreamBatch):
             return handler(event, context)
         return call_batch(handler, event, context)
 
-    call.__wrapped__ = handler  # type: ignore[attr-defined]
-    return call
+    return functools.update_wrapper(call, handler)
 
 
 def whole_batch(handler: Handler, batch: StreamBatch, context: Any) -> BatchReport:

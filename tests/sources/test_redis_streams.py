@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -557,3 +558,39 @@ async def test_entries_read_before_a_lost_connection_are_not_held_back(
     assert seen == []
     await client.client_kill_filter(_type="normal", skipme=True)
     await wait_until(lambda: seen == [7], "the entry read before the kill")
+
+
+isolated = App("redis-streams-isolated")
+ISOLATED_STREAM = "fnplane-test-isolated"
+
+
+@isolated.redis_stream(
+    ISOLATED_STREAM, start="earliest", retries=0, dead_letter=ISOLATED_STREAM + "-dead",
+    isolation="process",
+)  # fmt: skip
+def isolated_batch(batch: Any, context: Any) -> None:
+    """Runs in a worker process: fails the "bad" record, naming its pid."""
+    bad = [record for record in batch if record.value == b"bad"]
+    if bad:
+        raise BatchFailure(bad, f"failed in {os.getpid()}")
+
+
+async def test_a_stream_function_runs_in_a_process_environment(
+    start_platform: Any, client: Any, redis_url: str, settings: Settings
+) -> None:
+    """isolation="process": the batch crosses to a worker and its partial
+    failure comes back; the good records are acknowledged."""
+    await client.delete(ISOLATED_STREAM, ISOLATED_STREAM + "-dead")
+    await publish(client, ISOLATED_STREAM, [b"good", b"bad", b"fine"])
+    await start_platform(isolated, settings.replace(redis_url=redis_url))
+
+    [(_, fields)] = await eventually(
+        lambda: client.xrange(ISOLATED_STREAM + "-dead"), 1
+    )
+    await eventually(
+        lambda: pending_count(client, ISOLATED_STREAM, "isolated_batch"), 0
+    )
+
+    assert fields[b"value"] == b"bad"
+    worker_pid = int(fields[b"fnplane-error-message"].split()[-1])
+    assert worker_pid != os.getpid()

@@ -22,6 +22,11 @@ from fnplane.errors import BadRequestError
 
 TEXT_TYPES = ("text/", "application/json", "application/xml", "+json", "+xml")
 TEXT_TYPES_EXACT = ("application/x-www-form-urlencoded", "application/javascript")
+# The attributes set in ``HttpRequest.__init__``; everything else is derived.
+PICKLED_ATTRIBUTES = (
+    "method", "path", "query_string", "body", "path_params", "route_key",
+    "request_id", "source_ip", "protocol", "received_at_ms",
+)  # fmt: skip
 
 
 class HttpRequest(Mapping[str, Any]):
@@ -53,6 +58,17 @@ class HttpRequest(Mapping[str, Any]):
         self.source_ip = source_ip
         self.protocol = protocol
         self.received_at_ms = received_at_ms or int(time.time() * 1000)
+
+    def __getstate__(self) -> dict[str, Any]:
+        """What pickling keeps (a process environment gets the event this way):
+        the request itself, headers as plain pairs, no cached views."""
+        state = {name: getattr(self, name) for name in PICKLED_ATTRIBUTES}
+        state["_header_source"] = self.header_pairs
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Restore the request from ``__getstate__``'s dict."""
+        self.__dict__.update(state)
 
     @cached_property
     def header_pairs(self) -> list[tuple[str, str]]:
