@@ -155,6 +155,7 @@ class TopicConsumer:
         self._paused: set[Any] = set()
         self._owed: dict[Any, int] = {}
         self._freed = asyncio.Event()
+        self._committer: asyncio.Task[bool] | None = None
         # Counts revocations: records fetched before one may belong to a
         # partition that moved, and are fetched again from the commit.
         self._generation = 0
@@ -203,6 +204,7 @@ class TopicConsumer:
                 # next owner of its partition.
                 self.runner.stopping.set()
                 await asyncio.wait(late, timeout=1.0)
+        await self._commit_in_flight()
         if self._consumer is not None:
             for _ in range(STOP_COMMIT_ATTEMPTS):
                 if await self._commit_owed():
@@ -398,13 +400,12 @@ class TopicConsumer:
     def _dispatch(self, fetched: dict[Any, list[Any]]) -> None:
         """Run a batch in its own task; its partitions are busy until it ends."""
         by_partition = {
-            tp: [KafkaRecord(record) for record in records]
-            for tp, records in fetched.items()
+            tp: list(map(KafkaRecord, records)) for tp, records in fetched.items()
         }
         records: list[StreamRecord] = []
         for tp, wrapped in by_partition.items():
-            records.extend(wrapped)
-            self._report_lag(tp, fetched[tp][-1].offset + 1)
+            records += wrapped
+            self._report_lag(tp, wrapped[-1].offset + 1)
         task = asyncio.create_task(self._handle(records, by_partition))
         self._tasks.add(task)
         for tp in by_partition:
@@ -430,7 +431,12 @@ class TopicConsumer:
     async def _handle(
         self, records: list[StreamRecord], by_partition: dict[Any, list[KafkaRecord]]
     ) -> None:
-        """Run one batch to its end, then commit what is done."""
+        """Run one batch to its end, then owe a commit of what is done.
+
+        The commit goes out in the background: the partitions are free for
+        their next batch meanwhile, since a commit only ever covers records
+        done, and a commit that fails is covered by the next one.
+        """
         generation = self._generation
         try:
             done = await self.runner.run(KafkaBatch(records, self._event_source))
@@ -438,7 +444,8 @@ class TopicConsumer:
             self._log.exception("source.kafka_batch_failed", records=len(records))
             done = []
         rewind = self._owe(by_partition, done, len(records))
-        await self._commit_owed()
+        if self._committer is None or self._committer.done():
+            self._committer = asyncio.create_task(self._commit_while_owed())
         if rewind and not self._stopping and generation == self._generation:
             # Records left undone outside a shutdown (the batch failed in an
             # unexpected way) are fetched again rather than skipped.
@@ -470,12 +477,24 @@ class TopicConsumer:
                 self._owed[tp] = next_offset
         return rewind
 
+    async def _commit_while_owed(self) -> bool:
+        """Commit until nothing is owed (batches may end during a commit);
+        a failed commit stops here and the next batch's end tries again."""
+        while self._owed:
+            if not await self._commit_owed():
+                return False
+        return True
+
+    async def _commit_in_flight(self) -> None:
+        """Wait for the background commit, if one is on its way."""
+        if self._committer is not None:
+            await asyncio.gather(self._committer, return_exceptions=True)
+
     async def _commit_owed(self, only: Any = None) -> bool:
-        """Commit the offsets owed for partitions still ours; True if none is
-        left owed. Owed offsets of partitions that moved are dropped: their
-        next owner starts from the last commit (records are redelivered)."""
-        if not self._owed:
-            return True
+        """Commit the offsets owed for partitions still ours; False if the
+        commit failed (they stay owed). Owed offsets of partitions that moved
+        are dropped: their next owner starts from the last commit, and the
+        records since are delivered again."""
         assigned = self._consumer.assignment()
         for tp in [tp for tp in self._owed if tp not in assigned]:
             del self._owed[tp]
@@ -485,7 +504,7 @@ class TopicConsumer:
             if only is None or tp in only
         }
         if not owed:
-            return not self._owed
+            return True
         try:
             await self._consumer.commit(owed)
         except aiokafka("errors").KafkaError as exc:
@@ -498,7 +517,7 @@ class TopicConsumer:
         for tp, offset in owed.items():
             if self._owed.get(tp) == offset:
                 del self._owed[tp]
-        return not self._owed
+        return True
 
     async def revoked(self, revoked: Any) -> None:
         """Before partitions move: let their batches end (within a bound), and
@@ -511,6 +530,7 @@ class TopicConsumer:
                 set(), tasks)  # fmt: skip
             if late:
                 self._log.warning("source.kafka_revoke_abandoned", batches=len(late))
+        await self._commit_in_flight()
         await self._commit_owed(only=set(revoked))
         self._paused -= set(revoked)
 
