@@ -26,26 +26,31 @@ consumer resumes from the committed offsets, so nothing is skipped.
 from __future__ import annotations
 
 import asyncio
-import importlib
 import time
 from typing import TYPE_CHECKING, Any
 
 import structlog
-from prometheus_client import Gauge
 
-from fnplane.errors import FnplaneError, RegistrationError
+from fnplane.errors import RegistrationError
 from fnplane.events.stream import KafkaBatch, KafkaRecord, StreamRecord
-from fnplane.stream_trigger import KafkaTrigger
-from fnplane.streams import (
-    BatchRunner,
-    DeadRecord,
-    dead_letter_metadata,
-    stream_metrics,
+from fnplane.sources.kafka_clients import (
+    DeadLetterProducer,
+    KafkaDeadLetterError,
+    KafkaTopicMissingError,
+    aiokafka,
+    close_quietly,
+    create_topics,
+    lag_gauge,
+    rebalance_listener,
 )
+from fnplane.stream_trigger import KafkaTrigger
+from fnplane.streams import BatchRunner, stream_metrics
 
 if TYPE_CHECKING:
     from fnplane.function import Function
     from fnplane.invoke import Invoker
+
+__all__ = ["KafkaDeadLetterError", "KafkaSource", "KafkaTopicMissingError"]
 
 logger = structlog.get_logger(__name__)
 
@@ -62,25 +67,6 @@ RECONNECT_CAP_S = 5.0
 # gives them up (their records go to the next owner uncommitted).
 REVOKE_WAIT_S = 10.0
 STOP_COMMIT_ATTEMPTS = 3
-CREATED_PARTITIONS = 1
-CREATED_REPLICATION = 1
-TOPIC_ALREADY_EXISTS = 36
-
-
-class KafkaTopicMissingError(FnplaneError, LookupError):
-    """A trigger's topic (or its dead-letter topic) does not exist and
-    ``create_topics`` is False."""
-
-
-class KafkaDeadLetterError(FnplaneError, ConnectionError):
-    """The dead-letter topic did not take a record; the record stays
-    uncommitted and is tried again."""
-
-
-def aiokafka(module: str = "") -> Any:
-    """aiokafka (or one of its modules), imported on first use: it costs about
-    160 ms and has no type hints."""
-    return importlib.import_module("aiokafka" + (f".{module}" if module else ""))
 
 
 def create_source(invoker: Invoker) -> KafkaSource:
@@ -134,19 +120,21 @@ class TopicConsumer:
         self.bootstrap = trigger.bootstrap or invoker.settings.kafka_bootstrap
         self.group = trigger.group or function.name
         self.session_timeout_ms = int(invoker.settings.kafka_session_timeout * 1000)
+        self._dead_letters = DeadLetterProducer(
+            self.bootstrap, self.function, self.options.dead_letter
+        )
         self.runner = BatchRunner(
             invoker,
             function.name,
             SOURCE,
             self.options,
-            self._dead_letter,
+            self._dead_letters.send,
             stream_metrics(invoker),
         )
         self._lag = lag_gauge(invoker)
         self._lag_children: dict[Any, Any] = {}
         self._event_source = {"bootstrap": self.bootstrap}
         self._consumer: Any = None
-        self._producer: Any = None
         self._intake = True
         self._stopping = False
         self._loop_task: asyncio.Task[None] | None = None
@@ -210,26 +198,9 @@ class TopicConsumer:
                 if await self._commit_owed():
                     break
                 await asyncio.sleep(RECONNECT_BASE_S)
-            await self._close(self._consumer)
-        if self._producer is not None:
-            await self._close(self._producer)
+            await close_quietly(self._consumer, self._log)
+        await self._dead_letters.close(self._log)
         self._log.info("source.kafka_stopped")
-
-    async def _close(self, client: Any) -> None:
-        """Stop an aiokafka client; a cluster gone meanwhile is only logged.
-
-        aiokafka lets the cancellation of its own fetch task escape ``stop()``
-        when the broker is away; only a cancellation of ours goes on.
-        """
-        try:
-            await client.stop()
-        except asyncio.CancelledError as exc:
-            task = asyncio.current_task()
-            if task is not None and task.cancelling():
-                raise
-            self._log.warning("source.kafka_close_failed", error=repr(exc))
-        except (aiokafka("errors").KafkaError, OSError) as exc:
-            self._log.warning("source.kafka_close_failed", error=repr(exc))
 
     async def _connect(self) -> None:
         """Start a consumer, check the topics, subscribe with our listener."""
@@ -249,7 +220,8 @@ class TopicConsumer:
         except BaseException:
             await consumer.stop()
             raise
-        consumer.subscribe(list(self.topics), listener=rebalance_listener(self))
+        listener = rebalance_listener(self.revoked, self.assigned)
+        consumer.subscribe(list(self.topics), listener=listener)
         self._consumer = consumer
         self._log.info(
             "source.kafka_started", bootstrap=self.bootstrap, topics=self.topics
@@ -542,105 +514,3 @@ class TopicConsumer:
             "source.rebalanced",
             partitions=sorted(f"{tp.topic}-{tp.partition}" for tp in assigned),
         )
-
-    async def _dead_letter(self, dead: list[DeadRecord]) -> None:
-        """Produce each record to the dead-letter topic: its key, value and
-        headers, plus why (``fnplane-*`` headers)."""
-        topic = self.options.dead_letter
-        if topic is None:
-            return
-        errors = aiokafka("errors")
-        try:
-            producer = await self._dead_letter_producer()
-            sent = []
-            for dead_record in dead:
-                record = dead_record.record
-                assert isinstance(record, KafkaRecord)
-                metadata = dead_letter_metadata(dead_record, self.function)
-                headers = record.raw_headers + [
-                    (name, value.encode()) for name, value in metadata.items()
-                ]
-                sent.append(
-                    await producer.send(
-                        topic, value=record.value, key=record.key, headers=headers
-                    )
-                )
-            await asyncio.gather(*sent)
-        except (errors.KafkaError, OSError) as exc:
-            raise KafkaDeadLetterError(
-                f"dead-letter topic {topic!r} on {self.bootstrap} did not take "
-                f"{len(dead)} record(s): {type(exc).__name__}: {exc}"
-            ) from exc
-
-    async def _dead_letter_producer(self) -> Any:
-        if self._producer is None:
-            producer = aiokafka().AIOKafkaProducer(
-                bootstrap_servers=self.bootstrap, acks="all"
-            )
-            try:
-                await producer.start()
-            except BaseException:
-                await producer.stop()
-                raise
-            self._producer = producer
-        return self._producer
-
-
-def rebalance_listener(consumer: TopicConsumer) -> Any:
-    """An aiokafka ``ConsumerRebalanceListener`` calling back ``consumer``
-    (aiokafka checks the listener's class, so it subclasses theirs)."""
-
-    async def on_partitions_revoked(self: Any, revoked: Any) -> None:
-        await consumer.revoked(revoked)
-
-    async def on_partitions_assigned(self: Any, assigned: Any) -> None:
-        consumer.assigned(assigned)
-
-    listener_type = type(
-        "RebalanceListener",
-        (aiokafka().ConsumerRebalanceListener,),
-        {
-            "on_partitions_revoked": on_partitions_revoked,
-            "on_partitions_assigned": on_partitions_assigned,
-        },
-    )
-    return listener_type()
-
-
-async def create_topics(bootstrap: str, names: list[str]) -> None:
-    """Create ``names`` with one partition each (an existing one is fine)."""
-    admin_module = aiokafka("admin")
-    admin = admin_module.AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        response = await admin.create_topics(
-            [
-                admin_module.NewTopic(
-                    name,
-                    num_partitions=CREATED_PARTITIONS,
-                    replication_factor=CREATED_REPLICATION,
-                )
-                for name in names
-            ]
-        )
-    finally:
-        await admin.close()
-    for topic, code, message, *_ in response.topic_errors:
-        if code not in (0, TOPIC_ALREADY_EXISTS):
-            raise FnplaneError(
-                f"could not create Kafka topic {topic!r} on {bootstrap}: "
-                f"error {code} {message or ''}".rstrip()
-            )
-
-
-def lag_gauge(invoker: Invoker) -> Gauge:
-    """The ``fnplane_kafka_lag`` gauge of this invoker's registry."""
-    return invoker.metrics.shared(
-        "kafka_lag",
-        lambda registry: Gauge(
-            "fnplane_kafka_lag",
-            "Records behind the partition's end after the last batch fetched.",
-            ["function", "topic", "partition"],
-            registry=registry,
-        ),
-    )
