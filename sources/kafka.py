@@ -275,6 +275,11 @@ class TopicConsumer:
                 self._unavailable(exc, delay_s)
                 await asyncio.sleep(delay_s)
                 delay_s = min(RECONNECT_CAP_S, delay_s * 2)
+            except Exception:
+                # Whatever went wrong, a consumer that ended without a word
+                # would leave its partitions unread: say it, and go on.
+                self._log.exception("source.kafka_loop_failed")
+                await asyncio.sleep(RECONNECT_CAP_S)
 
     async def _step(self) -> None:
         """Wait for a free slot, or fetch a batch and hand it over."""

@@ -484,3 +484,48 @@ def start_broker(port: int) -> subprocess.Popen[bytes]:
     )  # fmt: skip
     wait_for_port(port, process, "the second Kafka-protocol broker")
     return process
+
+
+async def test_max_batch_bytes_cuts_batches_and_keeps_every_record_in_order(
+    start_platform: Any, producer: Any, kafka_bootstrap: str
+) -> None:
+    """Records of 100 bytes under a 350-byte limit come three at a time, all of
+    them, in order: what a cut leaves out opens the next batch."""
+    topic = await create_topic(kafka_bootstrap, unique("bytes"))
+    batches: list[list[int]] = []
+    app = App()
+
+    @app.kafka(topic, bootstrap=kafka_bootstrap, max_batch_bytes=350, **fast())
+    async def sized(batch: Any, context: Any) -> None:
+        batches.append([int(record.value[:3]) for record in batch])
+
+    await publish(producer, topic, [b"%03d" % n + b"x" * 97 for n in range(10)])
+    await start_platform(app)
+    await wait_until(lambda: sum(map(len, batches)) >= 10, "10 records")
+
+    assert [n for batch in batches for n in batch] == list(range(10))
+    assert max(map(len, batches)) == 3
+
+
+async def test_metrics_count_records_and_report_the_lag(
+    start_platform: Any, producer: Any, kafka_bootstrap: str
+) -> None:
+    """The stream counters count the records, and the lag gauge of the
+    partition reaches 0 once the topic is drained."""
+    topic = await create_topic(kafka_bootstrap, unique("lag"))
+    seen: list[Any] = []
+    app = App()
+
+    @app.kafka(topic, bootstrap=kafka_bootstrap, **fast(batch_size=10))
+    async def lagged(batch: Any, context: Any) -> None:
+        seen.extend(batch)
+
+    await publish(producer, topic, list(range(30)))
+    platform = await start_platform(app)
+    await wait_until(lambda: len(seen) >= 30, "30 records")
+    text = platform.invoker.metrics.render().decode()
+
+    records = 'fnplane_stream_records_total{function="lagged",source="kafka"} 30.0'
+    lag = f'fnplane_kafka_lag{{function="lagged",partition="0",topic="{topic}"}} 0.0'
+    assert records in text
+    assert lag in text
