@@ -118,6 +118,7 @@ def test_survivor_takes_over_the_killed_consumers_partitions(
         victim.stop()
         assert survivor.stop() == 0
 
-    # Only the victim's uncommitted batches (one per slot) come again.
+    # Only what the victim handled since its last commit comes again: its
+    # batches in flight (two slots) and those whose commit was on its way.
     duplicates = len(handled(log)) - RECORDS
-    assert 0 <= duplicates <= 2 * BATCH
+    assert 0 <= duplicates <= 4 * BATCH
