@@ -1,7 +1,8 @@
 """The file-drop source: one invocation per file completely written into a folder.
 
-Settings come from each function's ``FileTrigger``; a watchdog observer
-thread reports filesystem events, which are handed to the event loop. A file
+Settings come from each function's ``FileTrigger``. On Linux the event loop
+reads inotify itself (``_inotify``); elsewhere a watchdog observer thread
+reports filesystem events, which are handed to the event loop. A file
 counts as written when Linux reports its close after writing (inotify), when
 it is renamed into the folder, or, where neither is reported, once its
 modification time has not changed for ``settle`` seconds. It is then turned
@@ -12,10 +13,10 @@ meanwhile) and after the outcome (move to ``processed/``, delete, or move to
 ``failed/`` with ``<name>.error.json``).
 
 Events alone cannot be trusted: the kernel drops inotify events when its
-queue overflows, and watchdog drops them silently (about half of a
-10,000-file burst). So each folder is reconciled against what was handled:
-a scan at start (files dropped while the platform was down), after every
-burst and on overflow, and every ``RECONCILE_INTERVAL_S``. A file's event id
+queue overflows (watchdog, reading on a thread, lost about half of a
+10,000-file burst that way). So each folder is reconciled against what was
+handled: a scan at start (files dropped while the platform was down), after
+every burst and on overflow, and every ``RECONCILE_INTERVAL_S``. A file's event id
 is derived from its path, inode, size and modification time, so a file seen
 twice (by an event and a scan, or again after a restart while its event is
 still stored) is queued once.
@@ -25,13 +26,13 @@ from __future__ import annotations
 
 import asyncio
 import fnmatch
-import hashlib
+import itertools
 import json
-import logging
 import math
 import os
 import re
 import stat
+import sys
 import threading
 import time
 from collections import deque
@@ -40,7 +41,6 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 from watchdog.events import (
-    FileClosedEvent,
     FileCreatedEvent,
     FileDeletedEvent,
     FileModifiedEvent,
@@ -51,14 +51,17 @@ from watchdog.events import (
 
 from fnplane.errors import FnplaneError
 from fnplane.events.codec import S3_KIND
-from fnplane.events.s3 import S3Event, file_etag, s3_notification
+from fnplane.events.s3 import FileVersion, S3Event
 from fnplane.file_trigger import FileTrigger
 from fnplane.invoke import new_request_id
+
+from ._file_delivery import FileDelivery, FileMover, file_event_id
+from ._inotify import InotifyReader
 
 if TYPE_CHECKING:
     from watchdog.observers.api import BaseObserver
 
-    from fnplane.asyncq import AsyncQueue
+    from fnplane.asyncq import AsyncQueue, Submission
     from fnplane.eventstore import QueuedEvent
     from fnplane.invoke import Invoker
 
@@ -70,9 +73,7 @@ RECONCILE_INTERVAL_S = 30.0
 BURST_EVENTS = 100
 BURST_QUIET_S = 0.25
 SUBMIT_BATCH = 256
-CLOSE_WRITE_EVENTS = [FileClosedEvent, FileMovedEvent]
 SETTLE_EVENTS = [FileCreatedEvent, FileModifiedEvent, FileMovedEvent, FileDeletedEvent]
-ERROR_RECORD_SUFFIX = ".error.json"
 
 
 class FolderMissingError(FnplaneError, FileNotFoundError):
@@ -97,8 +98,8 @@ class FileSource:
     def __init__(self, invoker: Invoker) -> None:
         self.invoker = invoker
         self.watches: list[FolderWatch] = []
+        self._inotify: InotifyReader | None = None
         self._observer: BaseObserver | None = None
-        self._overflow: OverflowListener | None = None
         # Which watch queued which event, so the delivery hooks need not
         # parse the stored payload; events from before a restart are not
         # in it and fall back to the payload's path.
@@ -108,12 +109,19 @@ class FileSource:
         """Create or check the folders, start watching, then catch up."""
         loop = asyncio.get_running_loop()
         queue = self.invoker.async_queue
-        self._observer, close_events = new_observer()
+        close_events = use_inotify()
+        mover = FileMover()
         for function in self.invoker.app.functions.values():
             for trigger in function.triggers:
                 if isinstance(trigger, FileTrigger):
                     watch = FolderWatch(
-                        function.name, trigger, queue, loop, self._routes, close_events
+                        function.name,
+                        trigger,
+                        queue,
+                        loop,
+                        self._routes,
+                        close_events,
+                        mover,
                     )
                     watch.prepare()
                     self.watches.append(watch)
@@ -121,37 +129,47 @@ class FileSource:
         if add_hooks is not None:
             add_hooks(S3_KIND, self)
 
-        # With close-write events, creations and modifications need not be
-        # watched at all: fewer kernel events, fewer overflows.
-        watched = CLOSE_WRITE_EVENTS if close_events else SETTLE_EVENTS
-        for watch in self.watches:
-            self._observer.schedule(
-                WatchdogHandler(watch, loop),
-                str(watch.root),
-                recursive=watch.trigger.recursive,
-                event_filter=watched,
-            )
-        self._overflow = OverflowListener(self.watches, loop)
-        self._overflow.install()
-        self._observer.start()
+        if close_events:
+            self._watch_with_inotify(loop)
+        else:
+            self._watch_with_watchdog(loop)
         for watch in self.watches:
             watch.start()
             logger.info(
                 "source.files_started", function=watch.function, folder=str(watch.root)
             )
 
+    def _watch_with_inotify(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._inotify = InotifyReader(loop)
+        for watch in self.watches:
+            self._inotify.watch(watch, str(watch.root), watch.trigger.recursive)
+        self._inotify.start()
+
+    def _watch_with_watchdog(self, loop: asyncio.AbstractEventLoop) -> None:
+        from watchdog.observers import Observer
+
+        self._observer = Observer()
+        for watch in self.watches:
+            self._observer.schedule(
+                WatchdogHandler(watch, loop),
+                str(watch.root),
+                recursive=watch.trigger.recursive,
+                event_filter=SETTLE_EVENTS,
+            )
+        self._observer.start()
+
     def stop_intake(self) -> None:
         """Stop noticing files; files already queued stay queued."""
         for watch in self.watches:
             watch.stop_intake()
+        if self._inotify is not None:
+            self._inotify.close()
         if self._observer is not None:
             self._observer.stop()
 
     async def stop(self, grace_s: float) -> None:
-        """Stop the observer thread and each folder's tasks."""
+        """Stop watching and each folder's tasks."""
         self.stop_intake()
-        if self._overflow is not None:
-            self._overflow.remove()
         if self._observer is not None:
             if self._observer.is_alive():
                 await asyncio.to_thread(self._observer.join, 5.0)
@@ -174,34 +192,26 @@ class FileSource:
         watch, path = self._watch_for(event)
         if watch is None:
             return os.path.exists(path)
-        return await watch.before(event, path)
+        return await watch.delivery.before(event, path)
 
     async def after_success(self, event: QueuedEvent) -> None:
         """Dispose of the file: move it to processed/, delete it or leave it."""
         watch, path = self._watch_for(event)
         if watch is not None:
-            await watch.dispose(event, path)
+            await watch.delivery.dispose(event, path)
 
     async def after_failure(self, event: QueuedEvent, record: dict[str, Any]) -> None:
         """Move the file to failed/ with its error record beside it."""
         watch, path = self._watch_for(event)
         if watch is not None:
-            await watch.fail(event, path, record)
+            await watch.delivery.fail(event, path, record)
 
 
-def new_observer() -> tuple[BaseObserver, bool]:
-    """inotify with full move events on Linux, the platform's default elsewhere;
-    and whether it reports a file's close after writing."""
-    try:
-        from watchdog.observers.inotify import InotifyObserver
-
-        # Full events tell a file renamed in from outside (complete already)
-        # apart from a file being created (complete once closed).
-        return InotifyObserver(generate_full_events=True), True
-    except (ImportError, OSError):
-        from watchdog.observers import Observer
-
-        return Observer(), False
+def use_inotify() -> bool:
+    """True where the kernel reports a file's close after writing (Linux):
+    the loop reads inotify itself. Elsewhere watchdog's observer reports
+    creations and changes, and a file is complete once its mtime settles."""
+    return sys.platform.startswith("linux")
 
 
 class WatchdogHandler(FileSystemEventHandler):
@@ -235,36 +245,9 @@ class WatchdogHandler(FileSystemEventHandler):
             self._watch.on_event(kind, src, dest)
 
 
-class OverflowListener(logging.Handler):
-    """Reconciles every folder when watchdog reports an inotify queue overflow.
-
-    watchdog reports the overflow only as a log record, so this listens there.
-    """
-
-    LOGGER = "watchdog.observers.inotify_c"
-
-    def __init__(self, watches: list[FolderWatch], loop: asyncio.AbstractEventLoop):
-        super().__init__(logging.WARNING)
-        self._watches = watches
-        self._loop = loop
-
-    def install(self) -> None:
-        """Start listening to watchdog's inotify logger."""
-        logging.getLogger(self.LOGGER).addHandler(self)
-
-    def remove(self) -> None:
-        """Stop listening."""
-        logging.getLogger(self.LOGGER).removeHandler(self)
-
-    def emit(self, record: logging.LogRecord) -> None:
-        """On an overflow record, schedule a scan of every folder."""
-        if "overflow" in record.getMessage().lower():
-            for watch in self._watches:
-                self._loop.call_soon_threadsafe(watch.request_scan, "overflow")
-
-
 class FolderWatch:
-    """One function's watched folder: detection, submission, disposition."""
+    """One function's watched folder: detection and submission; its
+    ``delivery`` checks each file before an attempt and disposes of it after."""
 
     def __init__(
         self,
@@ -274,6 +257,7 @@ class FolderWatch:
         loop: asyncio.AbstractEventLoop,
         routes: dict[str, FolderWatch],
         close_events: bool,
+        mover: FileMover,
     ) -> None:
         self.function = function
         self.trigger = trigger
@@ -283,14 +267,18 @@ class FolderWatch:
         self._queue = queue
         self._loop = loop
         self._timers: dict[str, asyncio.TimerHandle] = {}
-        self._incoming: deque[str] = deque()
+        # Paths fired and not submitted yet, in order; a dict so that a path
+        # fired again (by a scan during a burst, while its event waits here)
+        # is submitted once.
+        self._incoming: dict[str, None] = {}
         # Event id -> path of every file queued and not finished yet.
         self._queued: dict[str, str] = {}
         self._queued_paths: set[str] = set()
         self._routes = routes
         self._close_events = close_events
-        self._made_dirs: set[str] = set()
-        self._root_prefix = str(self.root) + os.sep
+        self.delivery = FileDelivery(function, trigger, self.root, mover, self.forget)
+        self._root_str = str(self.root)
+        self._root_prefix = self._root_str + os.sep
         self._ignore = any_of(trigger.ignore)
         self._patterns = any_of(trigger.patterns)
         self._wake = asyncio.Event()
@@ -372,23 +360,27 @@ class FolderWatch:
     def wanted(self, path: str) -> bool:
         """True for a file this trigger fires for (by name and place)."""
         parent, name = os.path.split(path)
-        if not self.trigger.recursive and parent != str(self.root):
+        if parent != self._root_str and not self.watches_below(parent):
             return False
-        if self.trigger.recursive:
-            candidate = Path(path)
-            if not candidate.is_relative_to(self.root):
-                return False
-            if candidate.is_relative_to(self.processed) or candidate.is_relative_to(
-                self.failed
-            ):
-                return False
-            if any(
-                self._ignored(part) for part in candidate.relative_to(self.root).parts
-            ):
-                return False
         if self._ignored(name):
             return False
         return self._patterns.match(name) is not None
+
+    def watches_below(self, folder: str) -> bool:
+        """True if files in ``folder`` can fire: a recursive trigger's
+        subfolder, not ``processed/``, ``failed/`` or an ignored name."""
+        if not self.trigger.recursive:
+            return False
+        candidate = Path(folder)
+        if not candidate.is_relative_to(self.root):
+            return False
+        if candidate.is_relative_to(self.processed) or candidate.is_relative_to(
+            self.failed
+        ):
+            return False
+        return not any(
+            self._ignored(part) for part in candidate.relative_to(self.root).parts
+        )
 
     def _ignored(self, name: str) -> bool:
         return self._ignore.match(name) is not None
@@ -416,7 +408,7 @@ class FolderWatch:
 
     def fire(self, path: str) -> None:
         """Queue ``path`` for submission as a file event."""
-        self._incoming.append(path)
+        self._incoming[path] = None
         self._wake.set()
 
     def request_scan(self, reason: str) -> None:
@@ -434,38 +426,54 @@ class FolderWatch:
                 reason, self._scan_wanted = self._scan_wanted, None
                 await self._scan(reason)
             while self._incoming:
-                batch = [
-                    self._incoming.popleft()
-                    for _ in range(min(SUBMIT_BATCH, len(self._incoming)))
-                ]
-                await asyncio.gather(*(self._submit(path) for path in batch))
+                batch = list(itertools.islice(self._incoming, SUBMIT_BATCH))
+                for path in batch:
+                    del self._incoming[path]
+                await self._submit(batch)
 
-    async def _submit(self, path: str) -> None:
+    async def _submit(self, paths: list[str]) -> None:
+        """Queue the files among ``paths`` not queued yet, in one store write."""
+        submissions: list[Submission] = []
+        queued: dict[str, str] = {}
+        for path in paths:
+            found = self._new_version(path)
+            if found is not None:
+                event_id, info = found
+                self._remember(event_id, path)
+                queued[event_id] = path
+                request_id = new_request_id()
+                event = self._event(path, info, request_id)
+                submissions.append((event, request_id, event_id))
+        if not submissions:
+            return
+        try:
+            await self._queue.submit_many(self.function, submissions, self._remember_s)
+        except Exception as exc:
+            # Not stored: the next scan finds the files and tries again.
+            for event_id in queued:
+                self.forget(event_id)
+            logger.error(
+                "files.submit_failed",
+                function=self.function,
+                paths=list(queued.values()),
+                error=str(exc),
+            )
+
+    def _new_version(self, path: str) -> tuple[str, os.stat_result] | None:
+        """The event id and status of a regular file not queued yet."""
         try:
             info = os.stat(path)
         except FileNotFoundError:
-            return
+            return None
         except OSError as exc:
             logger.warning("files.stat_failed", path=path, error=str(exc))
-            return
+            return None
         if not stat.S_ISREG(info.st_mode):
-            return
-        event_id = self._event_id(path, info)
+            return None
+        event_id = file_event_id(self.function, path, info)
         if event_id in self._queued:
-            return
-        self._remember(event_id, path)
-        request_id = new_request_id()
-        try:
-            event = self._event(path, info, request_id)
-            await self._queue.submit(
-                self.function, event, request_id, event_id, self._remember_s
-            )
-        except Exception as exc:
-            # Not stored: the next scan finds the file and tries again.
-            self.forget(event_id)
-            logger.error(
-                "files.submit_failed", function=self.function, path=path, error=str(exc)
-            )
+            return None
+        return event_id, info
 
     def _remember(self, event_id: str, path: str) -> None:
         self._queued[event_id] = path
@@ -483,30 +491,12 @@ class FolderWatch:
         """The path of a file this watch queued."""
         return self._queued[event_id]
 
-    def _event_id(self, path: str, info: os.stat_result) -> str:
-        identity = (
-            f"{self.function}\0{path}\0{info.st_ino}\0{info.st_size}\0"
-            f"{info.st_mtime_ns}"
-        )
-        # A name that is not UTF-8 holds surrogates: encode them back to bytes.
-        digest = hashlib.sha1(
-            identity.encode("utf-8", "surrogateescape"), usedforsecurity=False
-        )
-        return "file-" + digest.hexdigest()
-
     def _event(self, path: str, info: os.stat_result, request_id: str) -> S3Event:
         key = path[len(self._root_prefix) :].replace(os.sep, "/")
-        notification = s3_notification(
-            bucket=self.root.name,
-            key=key,
-            size=info.st_size,
-            etag=file_etag(info.st_ino, info.st_size, info.st_mtime_ns),
-            sequencer=f"{info.st_mtime_ns:016X}",
-            event_time_ms=info.st_mtime_ns // 1_000_000,
-            request_id=request_id,
-            configuration_id=self.function,
+        version = FileVersion(
+            path, self.root.name, key, info.st_size, info.st_ino, info.st_mtime_ns
         )
-        return S3Event(notification, path)
+        return S3Event(version, request_id, self.function)
 
     # Reconciliation.
 
@@ -533,7 +523,11 @@ class FolderWatch:
         now_s = time.time()
         fired = 0
         for path, mtime_s in found:
-            if path in self._timers or path in self._queued_paths or not self._intake:
+            if not self._intake:
+                break
+            if path in self._incoming or path in self._queued_paths:
+                continue
+            if path in self._timers:
                 continue
             quiet_s = now_s - mtime_s
             if quiet_s < self.trigger.settle_s:
@@ -565,101 +559,3 @@ class FolderWatch:
                         except FileNotFoundError:
                             continue  # handled and moved away while listing
         return found
-
-    # Around delivery (called by the async queue).
-
-    async def before(self, event: QueuedEvent, path: str) -> bool:
-        """True to run the handler; False skips a file gone or replaced."""
-        try:
-            info = os.stat(path)
-        except FileNotFoundError:
-            logger.info(
-                "files.skipped_missing",
-                function=self.function,
-                path=path,
-                reason="the file was deleted or moved before its turn",
-            )
-            self.forget(event.event_id)
-            return False
-        if self._event_id(path, info) != event.event_id:
-            # A newer version of the file has an event of its own.
-            logger.info("files.skipped_replaced", function=self.function, path=path)
-            self.forget(event.event_id)
-            return False
-        if not os.access(path, os.R_OK):
-            await self._permission_denied(event, path)
-            return False
-        return True
-
-    async def _permission_denied(self, event: QueuedEvent, path: str) -> None:
-        logger.error(
-            "files.permission_denied",
-            function=self.function,
-            path=path,
-            hint="give the platform's user read access to the file",
-        )
-        record = {
-            "errorType": "PermissionError",
-            "errorMessage": f"permission denied reading {path}",
-            "requestId": event.request_id,
-        }
-        await self.fail(event, path, record)
-
-    async def dispose(self, event: QueuedEvent, path: str) -> None:
-        """Apply the trigger's disposition after a successful invocation."""
-        self.forget(event.event_id)
-        disposition = self.trigger.disposition
-        try:
-            if disposition == "move":
-                self._move(path, self.processed)
-            elif disposition == "delete":
-                os.unlink(path)
-        except FileNotFoundError:
-            logger.info("files.already_gone", function=self.function, path=path)
-        except OSError as exc:
-            logger.error(
-                "files.disposition_failed",
-                function=self.function,
-                path=path,
-                disposition=disposition,
-                error=str(exc),
-            )
-
-    async def fail(self, event: QueuedEvent, path: str, record: dict[str, Any]) -> None:
-        """Move the file to failed/ and write ``<name>.error.json`` beside it."""
-        self.forget(event.event_id)
-        try:
-            target = self._move(path, self.failed)
-            error_path = target.with_name(target.name + ERROR_RECORD_SUFFIX)
-            text = json.dumps(record, indent=2, ensure_ascii=False, default=str)
-            # A surrogate (from a name that is not UTF-8) is written as its
-            # JSON escape, \udcXX, so the record stays valid JSON.
-            await asyncio.to_thread(
-                error_path.write_text, text, "utf-8", "backslashreplace"
-            )
-        except OSError as exc:
-            logger.error(
-                "files.fail_move_failed",
-                function=self.function,
-                path=path,
-                error=str(exc),
-            )
-            return
-        logger.warning(
-            "files.moved_to_failed", function=self.function, path=str(target)
-        )
-
-    def _move(self, path: str, folder: Path) -> Path:
-        """Move ``path`` into ``folder`` keeping its place below the root,
-        adding ``.1``, ``.2``... to the name rather than overwrite."""
-        target = folder / os.path.relpath(path, self.root)
-        parent = str(target.parent)
-        if parent not in self._made_dirs:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            self._made_dirs.add(parent)
-        candidate, number = target, 0
-        while os.path.lexists(candidate):
-            number += 1
-            candidate = target.with_name(f"{target.stem}.{number}{target.suffix}")
-        os.rename(path, candidate)
-        return candidate

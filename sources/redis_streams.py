@@ -186,6 +186,10 @@ class StreamConsumer:
                     "source.redis_unavailable", url=self.url, error=str(exc),
                     retry_in_s=round(delay_s, 2),
                 )  # fmt: skip
+                # Entries read but not handed over (a batch still filling,
+                # a reply lost with the connection) are pending under this
+                # consumer: read them again once the server answers.
+                recovered = False
                 await asyncio.sleep(delay_s)
                 delay_s = min(RECONNECT_CAP_S, delay_s * 2)
             except ResponseError as exc:
@@ -221,20 +225,29 @@ class StreamConsumer:
                     raise
 
     async def _recover_own_pending(self) -> None:
-        """Hand over entries still pending under this consumer's own name.
+        """Hand over entries pending under this consumer's own name that no
+        batch holds.
 
-        Only a configured name can find any: they are what it had read and
-        not acknowledged when it stopped or crashed.
+        At start only a configured name finds any (what it had read and not
+        acknowledged when it stopped or crashed); after a reconnect, what was
+        read but never handed over.
         """
         for stream in self.streams:
+            after_id: bytes | str = "0"
             while self._intake:
-                reply = await self._read({stream: "0"}, self.options.batch_size, None)
-                records = await self._with_deliveries(parse_reply(reply))
+                reply = await self._read(
+                    {stream: after_id}, self.options.batch_size, None
+                )
+                records = parse_reply(reply)
                 if not records:
                     break
-                await self._slots.acquire()
-                self._spawn(records)
-                await self._drain_batches()
+                after_id = records[-1].raw_id
+                busy = self._busy_ids()
+                idle = [r for r in records if r.item_id not in busy]
+                if idle:
+                    await self._slots.acquire()
+                    self._spawn(await self._with_deliveries(idle))
+                    await self._drain_batches()
 
     async def _next_batch(self) -> list[RedisRecord]:
         """Claimed entries if any are due, else new ones, up to the batch limits."""
@@ -292,7 +305,7 @@ class StreamConsumer:
             )  # fmt: skip
             claimed.extend(parse_entries(stream, reply[1]))
             await self._report_pending(stream)
-        busy = {r.item_id for records in self._batches.values() for r in records}
+        busy = self._busy_ids()
         claimed = [r for r in claimed if r.item_id not in busy]
         if claimed:
             self._log.info("source.redis_claimed", records=len(claimed))
@@ -321,6 +334,10 @@ class StreamConsumer:
                     )  # fmt: skip
             except (*UNAVAILABLE, ResponseError) as exc:
                 self._log.warning("source.redis_heartbeat_failed", error=str(exc))
+
+    def _busy_ids(self) -> set[str]:
+        """The item ids of the batches in flight."""
+        return {r.item_id for records in self._batches.values() for r in records}
 
     async def _with_deliveries(self, records: list[RedisRecord]) -> list[RedisRecord]:
         """Set each record's earlier attempts from its delivery count."""
@@ -374,7 +391,7 @@ class StreamConsumer:
             self._unacked.setdefault(record.stream, []).append(record.raw_id)
 
     async def _read(
-        self, streams: dict[str, str], count: int, block_ms: int | None
+        self, streams: dict[str, bytes | str], count: int, block_ms: int | None
     ) -> Any:
         """``XREADGROUP``, sent in one round trip after the ``XACK``s owed.
 

@@ -97,6 +97,29 @@ def test_files_dropped_around_a_kill_are_all_handled(
     assert [p for p in platform.inbox.iterdir() if p.is_file()] == []
 
 
+def test_kill_in_the_middle_of_a_burst_loses_no_file(
+    platform: RunningPlatform,
+) -> None:
+    """kill -9 while a 3,000-file burst is being accepted and handled in
+    group commits, then restart: every file is handled, none is left."""
+    platform.inbox.mkdir()
+    platform.start()
+    names = [f"burst {number:04d}.txt" for number in range(3000)]
+    for name in names:
+        (platform.inbox / name).write_text(name)
+    wait_until(lambda: len(platform.handled("file")) >= 300, "the burst under way")
+    platform.kill()
+    assert len(platform.handled("file")) < 3000, "the kill came too late to prove it"
+
+    platform.start()
+    processed = platform.inbox / "processed"
+    wait_until(lambda: platform.handled("file") >= set(names), "every file handled")
+    wait_until(
+        lambda: len(list(processed.iterdir())) == 3000, "every file in processed/"
+    )
+    assert [p for p in platform.inbox.iterdir() if p.is_file()] == []
+
+
 def test_http_events_accepted_before_a_kill_are_delivered(
     platform: RunningPlatform,
 ) -> None:

@@ -40,6 +40,7 @@ from fnplane.stream_trigger import (
     duration,
     flag,
     optional_name,
+    redis_url,
     stream_names,
 )
 from fnplane.streams import stream_handler
@@ -319,7 +320,7 @@ class App:
         trigger = RedisStreamTrigger(
             streams=stream_names(streams, "stream", where),
             group=optional_name(group, "group", where),
-            url=optional_name(url, "url", where),
+            url=redis_url(url, where),
             consumer=optional_name(consumer, "consumer", where),
             claim_idle_s=duration(claim_idle, "claim_idle", 7 * 24 * 3600.0, where),
             options=stream_options,
@@ -439,7 +440,10 @@ class App:
         self, trigger: StreamTrigger, options: FunctionOptions
     ) -> Callable[[H], H]:
         def register(handler: H) -> H:
-            function = self.attach(handler, trigger, options)
+            # The group defaults to the function's name, known only now.
+            known = self._by_handler.get(id(handler))
+            name = known.name if known else options.get("name", handler.__name__)
+            function = self.attach(handler, trigger.grouped(name), options)
             wrap_stream_handler(function, trigger.options.per_record)
             return handler
 

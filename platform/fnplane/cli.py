@@ -364,6 +364,10 @@ def describe_trigger(trigger: dict[str, Any]) -> str:
         return f"{'|'.join(trigger['methods'])} {trigger['path']}"
     if trigger.get("type") == "file":
         return f"file {trigger['folder']}/{'|'.join(trigger['patterns'])}"
+    if trigger.get("type") == "kafka":
+        return f"kafka {','.join(trigger['topics'])} (group {trigger['group']})"
+    if trigger.get("type") == "redis_stream":
+        return f"redis {','.join(trigger['streams'])} (group {trigger['group']})"
     return json.dumps(trigger)
 
 

@@ -73,6 +73,11 @@ class Settings:
                 ("threads", "must be 1 or more", self.threads >= 1),
                 ("max_body_bytes", "must be 1 or more", self.max_body_bytes >= 1),
                 (
+                    "redis_url",
+                    "must start with redis://, rediss:// or unix://",
+                    self.redis_url.startswith(("redis://", "rediss://", "unix://")),
+                ),
+                (
                     "log_format",
                     f"must be one of {LOG_FORMATS}",
                     self.log_format in LOG_FORMATS,

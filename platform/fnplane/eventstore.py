@@ -72,6 +72,8 @@ class QueuedEvent:
 
 
 COLUMNS = tuple(field.name for field in fields(QueuedEvent))
+# One event to store: the event, whether to claim it, how long to remember it.
+Addition = tuple[QueuedEvent, bool, int | None]
 
 
 def now_ms() -> int:
@@ -104,6 +106,10 @@ class EventStore(Protocol):
         ``remember_until_ms`` keeps its id as seen until then, so the same id
         is refused after the event is finished (``None``: only while pending).
         """
+
+    async def add_many(self, additions: list[Addition]) -> list[bool]:
+        """``add`` for each ``(event, claim, remember_until_ms)``, all in one
+        write; the results in order."""
 
     async def claim(self, function: str, now_ms: int, limit: int) -> list[QueuedEvent]:
         """Claim up to ``limit`` of ``function``'s events due by ``now_ms``."""
@@ -141,6 +147,24 @@ class WriteBatcher:
             self._flushing = True
             asyncio.get_running_loop().create_task(self._flush())
         return await future
+
+    async def submit_many(self, operations: list[Any]) -> list[Any]:
+        """Queue every operation for the same batch; their results in order.
+
+        Raises the first operation's error if the batch failed.
+        """
+        loop = asyncio.get_running_loop()
+        futures = [loop.create_future() for _ in operations]
+        self._pending.extend(zip(operations, futures, strict=True))
+        if not self._flushing:
+            self._flushing = True
+            loop.create_task(self._flush())
+        await asyncio.wait(futures)
+        for future in futures:
+            error = future.exception()
+            if error is not None:
+                raise error
+        return [future.result() for future in futures]
 
     async def _flush(self) -> None:
         try:
@@ -215,16 +239,23 @@ class SqliteEventStore:
         accepted: bool = await self._write(("add", event, owner, remember_until_ms))
         return accepted
 
+    async def add_many(self, additions: list[Addition]) -> list[bool]:
+        """Persist every event in the same group commit; False for duplicates."""
+        operations = [
+            ("add", event, self.owner if claim else None, remember_until_ms)
+            for event, claim, remember_until_ms in additions
+        ]
+        results: list[bool] = await self._batcher.submit_many(operations)
+        return results
+
     async def claim(self, function: str, now_ms: int, limit: int) -> list[QueuedEvent]:
         """Claim up to ``limit`` due events of ``function``, oldest due first."""
-        rows = await self._run(self._claim, function, now_ms, limit)
+        # Through the write batcher: a claim shares the thread hop and the
+        # transaction of the finishes and accepts waiting with it.
+        rows = await self._write(("claim", function, now_ms, limit))
         events = [QueuedEvent(*row) for row in rows]
         events.sort(key=lambda event: event.due_at_ms)
         return events
-
-    def _claim(self, function: str, now_ms: int, limit: int) -> list[tuple[Any, ...]]:
-        db = self._connection()
-        return db.execute(CLAIM_SQL, (self.owner, function, now_ms, limit)).fetchall()
 
     async def retry(self, event: QueuedEvent) -> None:
         """Store progress and make the event pending again at its due time."""
@@ -318,6 +349,9 @@ class SqliteEventStore:
                 db.execute(RETRY_SQL, (*event.to_row()[6:], event.event_id))
             case ("finish", event_id):
                 db.execute("DELETE FROM events WHERE event_id = ?", (event_id,))
+            case ("claim", function, now_ms, limit):
+                args = (self.owner, function, now_ms, limit)
+                return db.execute(CLAIM_SQL, args).fetchall()
         return None
 
     def _insert(

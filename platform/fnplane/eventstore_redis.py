@@ -30,6 +30,7 @@ from redis.exceptions import RedisError
 
 from fnplane.eventstore import (
     COLUMNS,
+    Addition,
     QueuedEvent,
     StoreError,
     WriteBatcher,
@@ -167,6 +168,15 @@ class RedisEventStore:
             ("add", event, claim, remember_until_ms)
         )
         return accepted
+
+    async def add_many(self, additions: list[Addition]) -> list[bool]:
+        """Store every event in the same pipeline; False for duplicate ids."""
+        operations = [
+            ("add", event, claim, remember_until_ms)
+            for event, claim, remember_until_ms in additions
+        ]
+        results: list[bool] = await self._batcher.submit_many(operations)
+        return results
 
     async def claim(self, function: str, now_ms: int, limit: int) -> list[QueuedEvent]:
         """Move up to ``limit`` due ids of ``function`` into this owner's set."""

@@ -8,11 +8,12 @@ normalised to seconds. Broker addresses left out fall back to the
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any
+from typing import Any, cast
 
 from fnplane.errors import RegistrationError
 from fnplane.function import Trigger
@@ -29,6 +30,7 @@ MAX_STREAM_RETRIES = 10_000
 DEFAULT_STREAM_BACKOFF = Backoff(1.0, 30.0)
 MAX_STREAM_CONCURRENCY = 100
 STARTS = ("latest", "earliest")
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 DEFAULT_CLAIM_IDLE_S = 60.0
 # Kafka's legal topic names; Redis stream keys only need to be non-empty.
 KAFKA_TOPIC = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
@@ -151,6 +153,14 @@ class StreamTrigger(Trigger):
     """A trigger that consumes a stream in batches; see ``StreamOptions``."""
 
     options: StreamOptions
+    group: str | None
+
+    def grouped(self, function: str) -> StreamTrigger:
+        """This trigger with its consumer group defaulted to ``function``."""
+        if self.group:
+            return self
+        changed: StreamTrigger = dataclasses.replace(cast(Any, self), group=function)
+        return changed
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,6 +238,18 @@ def optional_name(value: Any, option: str, where: str) -> str | None:
     )
 
 
+def redis_url(value: Any, where: str) -> str | None:
+    """None, or a ``redis://``, ``rediss://`` or ``unix://`` URL."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.startswith(REDIS_SCHEMES):
+        raise RegistrationError(
+            f"{where}: url must start with one of {REDIS_SCHEMES}, e.g. "
+            f"'redis://localhost:6379/0', got {value!r}"
+        )
+    return value
+
+
 def whole(value: Any, option: str, low: int, high: int, where: str) -> int:
     """A whole number in ``[low, high]``."""
     if (
@@ -254,7 +276,7 @@ def duration(
         )
     low_ok = value >= 0 if allow_zero else value > 0
     if math.isnan(value) or not low_ok or value > high_s:
-        lowest = "0" if allow_zero else "more than 0"
+        lowest = "at least 0" if allow_zero else "more than 0"
         raise RegistrationError(
             f"{where}: {option} must be {lowest} and at most {high_s:g} seconds, "
             f"got {value:g}"

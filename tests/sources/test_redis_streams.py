@@ -389,12 +389,15 @@ def test_stream_options_are_validated_at_registration() -> None:
         ({"claim_idle": 0}, "claim_idle"),
         ({"per_record": "yes"}, "per_record"),
         ({"on_failure": "folder:x"}, "on_failure"),
+        ({"url": "http://x"}, "url"),
     ]
     for options, named in cases:
         with pytest.raises(ValueError, match=named):
             app.redis_stream("s", **options)(lambda event, context: None)
     with pytest.raises(ValueError, match="stream name"):
         app.redis_stream([])
+    with pytest.raises(ValueError, match="redis_url must start with redis://"):
+        Settings(redis_url="garbage")
 
 
 async def test_metrics_count_records_batches_and_dead_letters(
@@ -531,3 +534,26 @@ async def test_a_key_that_is_not_a_stream_is_reported_and_retried(
     await publish(client, name, [1])
 
     await wait_until(lambda: seen == [1], "the entry once the key is a stream")
+
+
+async def test_entries_read_before_a_lost_connection_are_not_held_back(
+    start_platform: Any, client: Any, redis_url: str
+) -> None:
+    """An entry read into a batch still filling when the connection dies is
+    handed over after the reconnect, not after claim_idle."""
+    stream, seen = unique("half"), []
+    app = App()
+
+    @app.redis_stream(
+        stream, url=redis_url, start="earliest", batch_window=3.0, claim_idle=3600,
+    )  # fmt: skip
+    async def patient(batch: Any, context: Any) -> None:
+        seen.extend(record.json() for record in batch)
+
+    await start_platform(app)
+    await asyncio.sleep(0.3)  # the group exists and the consumer is reading
+    await publish(client, stream, [7])
+    await eventually(lambda: pending_count(client, stream, "patient"), 1)
+    assert seen == []
+    await client.client_kill_filter(_type="normal", skipme=True)
+    await wait_until(lambda: seen == [7], "the entry read before the kill")

@@ -5,7 +5,8 @@ JSON. Three kinds keep their type across the store:
 
 - ``http``: an ``HttpRequest`` is stored as its API Gateway payload 2.0
   (``dict(event)``) and rebuilt as an ``HttpRequest``;
-- ``s3``: an ``S3Event`` is stored with its local path and rebuilt as one;
+- ``s3``: an ``S3Event`` is stored as its file version (path, key, size,
+  inode, mtime) and rebuilt as one; the notification is derived on demand;
 - ``json``: anything else JSON can hold; the handler gets what ``json.loads``
   returns (tuples become lists, dict keys strings).
 
@@ -67,7 +68,7 @@ def request_payload(kind: str, text: str) -> Any:
     """The event as a destination record's ``requestPayload`` holds it."""
     document = json.loads(text)
     if kind == S3_KIND:
-        return document["event"]
+        return S3Event.from_payload(document).notification
     return document
 
 

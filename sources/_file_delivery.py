@@ -1,0 +1,188 @@
+"""Around a file's delivery: the check before its attempt, its disposition after.
+
+Before each attempt the file must still be the version its event was made
+for (not deleted, not replaced) and readable. After the outcome it is moved
+to ``processed/``, deleted or left, or moved to ``failed/`` with
+``<name>.error.json`` beside it.
+
+The renames and deletions are made on the event loop, before the queue
+finishes the event: a rename costs about 10 µs on a local filesystem, less
+than a hop to a worker thread and back (which, in a burst, also waits for
+the GIL).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+if TYPE_CHECKING:
+    from fnplane.eventstore import QueuedEvent
+    from fnplane.file_trigger import FileTrigger
+
+logger = structlog.get_logger(__name__)
+
+ERROR_RECORD_SUFFIX = ".error.json"
+
+
+def file_event_id(function: str, path: str, info: os.stat_result) -> str:
+    """The id of one version of a file for one function: path, inode, size and
+    modification time, so the same version is queued once."""
+    identity = f"{function}\0{path}\0{info.st_ino}\0{info.st_size}\0{info.st_mtime_ns}"
+    # A name that is not UTF-8 holds surrogates: encode them back to bytes.
+    digest = hashlib.sha1(
+        identity.encode("utf-8", "surrogateescape"), usedforsecurity=False
+    )
+    return "file-" + digest.hexdigest()
+
+
+class FileMover:
+    """Moves files into ``processed/`` or ``failed/``, making folders once.
+
+    One mover serves every watched folder, so two files given the same name
+    in a shared ``processed/`` folder are numbered, never overwritten.
+    """
+
+    def __init__(self) -> None:
+        self._made_dirs: set[str] = set()
+
+    def move(self, path: str, target: str) -> str:
+        """Rename ``path`` to ``target``, or to ``target`` with ``.1``, ``.2``...
+        before its suffix if that name is taken; return the name used.
+        Raises ``OSError`` (``FileNotFoundError`` if ``path`` is gone)."""
+        parent = os.path.dirname(target)
+        if parent not in self._made_dirs:
+            os.makedirs(parent, exist_ok=True)
+            self._made_dirs.add(parent)
+        candidate, number = target, 0
+        while os.path.lexists(candidate):
+            number += 1
+            named = Path(target)
+            candidate = str(named.with_name(f"{named.stem}.{number}{named.suffix}"))
+        try:
+            os.rename(path, candidate)
+        except FileNotFoundError:
+            if not os.path.lexists(path):
+                raise
+            # The folder was removed since it was made: make it again.
+            self._made_dirs.discard(parent)
+            os.makedirs(parent, exist_ok=True)
+            os.rename(path, candidate)
+        return candidate
+
+
+class FileDelivery:
+    """One watched folder's checks before an attempt and dispositions after."""
+
+    def __init__(
+        self,
+        function: str,
+        trigger: FileTrigger,
+        root: Path,
+        mover: FileMover,
+        forget: Callable[[str], None],
+    ) -> None:
+        self.function = function
+        self.trigger = trigger
+        self.root = root
+        self.processed = str(trigger.resolve(trigger.processed))
+        self.failed = str(trigger.resolve(trigger.failed))
+        self._root_prefix = str(root) + os.sep
+        self._mover = mover
+        self._forget = forget
+
+    async def before(self, event: QueuedEvent, path: str) -> bool:
+        """True to run the handler; False skips a file gone or replaced."""
+        try:
+            info = os.stat(path)
+        except FileNotFoundError:
+            logger.info(
+                "files.skipped_missing",
+                function=self.function,
+                path=path,
+                reason="the file was deleted or moved before its turn",
+            )
+            self._forget(event.event_id)
+            return False
+        if file_event_id(self.function, path, info) != event.event_id:
+            # A newer version of the file has an event of its own.
+            logger.info("files.skipped_replaced", function=self.function, path=path)
+            self._forget(event.event_id)
+            return False
+        if not os.access(path, os.R_OK):
+            await self._permission_denied(event, path)
+            return False
+        return True
+
+    async def _permission_denied(self, event: QueuedEvent, path: str) -> None:
+        logger.error(
+            "files.permission_denied",
+            function=self.function,
+            path=path,
+            hint="give the platform's user read access to the file",
+        )
+        record = {
+            "errorType": "PermissionError",
+            "errorMessage": f"permission denied reading {path}",
+            "requestId": event.request_id,
+        }
+        await self.fail(event, path, record)
+
+    async def dispose(self, event: QueuedEvent, path: str) -> None:
+        """Apply the trigger's disposition after a successful invocation."""
+        self._forget(event.event_id)
+        disposition = self.trigger.disposition
+        try:
+            if disposition == "move":
+                self._mover.move(path, self._target(path, self.processed))
+            elif disposition == "delete":
+                os.unlink(path)
+        except FileNotFoundError:
+            logger.info("files.already_gone", function=self.function, path=path)
+        except OSError as exc:
+            logger.error(
+                "files.disposition_failed",
+                function=self.function,
+                path=path,
+                disposition=disposition,
+                error=str(exc),
+            )
+
+    async def fail(self, event: QueuedEvent, path: str, record: dict[str, Any]) -> None:
+        """Move the file to failed/ and write ``<name>.error.json`` beside it."""
+        self._forget(event.event_id)
+        try:
+            target = self._mover.move(path, self._target(path, self.failed))
+            text = json.dumps(record, indent=2, ensure_ascii=False, default=str)
+            # A surrogate (from a name that is not UTF-8) is written as its
+            # JSON escape, \udcXX, so the record stays valid JSON.
+            await asyncio.to_thread(
+                Path(target + ERROR_RECORD_SUFFIX).write_text,
+                text,
+                "utf-8",
+                "backslashreplace",
+            )
+        except OSError as exc:
+            logger.error(
+                "files.fail_move_failed",
+                function=self.function,
+                path=path,
+                error=str(exc),
+            )
+            return
+        logger.warning("files.moved_to_failed", function=self.function, path=target)
+
+    def _target(self, path: str, folder: str) -> str:
+        """``path``'s place below the root, below ``folder`` instead."""
+        if path.startswith(self._root_prefix):
+            relative = path[len(self._root_prefix) :]
+        else:
+            relative = os.path.relpath(path, self.root)
+        return os.path.join(folder, relative)

@@ -1,0 +1,195 @@
+"""Linux inotify, read on the event loop: the file source's detector on Linux.
+
+watchdog reads each kernel event on one thread, groups moves on a second and
+dispatches on a third, and every file fired the source's own rename into
+``processed/`` back at it as a move. In a burst those three threads fought
+the event loop for the GIL: about a fifth of the process's time went to them
+and each system call of the loop waited for the GIL on its way back. Here
+the loop reads the inotify descriptor itself when it is readable, thousands
+of events a read, and asks the kernel only for what the source uses:
+
+- ``IN_CLOSE_WRITE``: a file closed after writing, complete;
+- ``IN_MOVED_TO``: a file (or folder) renamed into a watched folder;
+- ``IN_CREATE`` of a folder (recursive triggers): it gets a watch of its own;
+- ``IN_Q_OVERFLOW``: the kernel dropped events; every folder is reconciled.
+
+Renames out of the folder (``IN_MOVED_FROM``) are not asked for, so a
+disposition costs no event. A folder created or renamed in below a recursive
+watch is watched from then on and reconciled, which finds the files written
+into it before its watch existed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import errno
+import os
+import struct
+from collections.abc import Callable
+from typing import Protocol
+
+import structlog
+
+logger = structlog.get_logger(__name__)
+
+IN_CLOSE_WRITE = 0x00000008
+IN_MOVED_TO = 0x00000080
+IN_CREATE = 0x00000100
+IN_Q_OVERFLOW = 0x00004000
+IN_IGNORED = 0x00008000
+IN_ONLYDIR = 0x01000000
+IN_ISDIR = 0x40000000
+IN_NONBLOCK = os.O_NONBLOCK
+IN_CLOEXEC = os.O_CLOEXEC
+FILE_MASK = IN_CLOSE_WRITE | IN_MOVED_TO | IN_ONLYDIR
+RECURSIVE_MASK = FILE_MASK | IN_CREATE
+EVENT = struct.Struct("iIII")
+# The kernel's limits behind the errors inotify gives when they are reached.
+LIMIT_HINTS = {
+    errno.EMFILE: "; raise the sysctl fs.inotify.max_user_instances",
+    errno.ENOSPC: "; raise the sysctl fs.inotify.max_user_watches",
+}
+# Large enough for thousands of events a read (each is 16 bytes and a name).
+READ_SIZE = 1 << 20
+
+
+class InotifyTarget(Protocol):
+    """What the reader reports to: one watched folder (``FolderWatch``)."""
+
+    def on_event(self, kind: str, src: str, dest: str) -> None:
+        """A file event: ``closed`` (``src``) or ``moved`` (into ``dest``)."""
+
+    def request_scan(self, reason: str) -> None:
+        """Reconcile the folder: events may have been lost."""
+
+    def watches_below(self, folder: str) -> bool:
+        """True if files below ``folder`` belong to this target (recursive)."""
+
+
+class InotifyReader:
+    """One inotify instance read on the event loop for every watched folder."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._libc = load_libc()
+        fd = self._libc.inotify_init1(IN_NONBLOCK | IN_CLOEXEC)
+        if fd < 0:
+            error = ctypes.get_errno()
+            hint = LIMIT_HINTS.get(error, "")
+            raise OSError(error, f"cannot start inotify: {os.strerror(error)}{hint}")
+        self._fd: int | None = fd
+        # Watch descriptor -> (folder, its target).
+        self._folders: dict[int, tuple[str, InotifyTarget]] = {}
+        self._targets: list[InotifyTarget] = []
+
+    def watch(self, target: InotifyTarget, folder: str, recursive: bool) -> None:
+        """Watch ``folder`` (and, if ``recursive``, the folders below it)."""
+        self._targets.append(target)
+        self._add(target, folder, recursive)
+
+    def start(self) -> None:
+        """Start reading events on the loop."""
+        assert self._fd is not None
+        self._loop.add_reader(self._fd, self._read)
+
+    def close(self) -> None:
+        """Stop reading and release the kernel's watches."""
+        if self._fd is None:
+            return
+        self._loop.remove_reader(self._fd)
+        os.close(self._fd)
+        self._fd = None
+        self._folders.clear()
+
+    def _add(self, target: InotifyTarget, folder: str, recursive: bool) -> None:
+        pending = [folder]
+        while pending:
+            current = pending.pop()
+            mask = RECURSIVE_MASK if recursive else FILE_MASK
+            assert self._fd is not None
+            wd = self._libc.inotify_add_watch(self._fd, os.fsencode(current), mask)
+            if wd < 0:
+                error = ctypes.get_errno()
+                if current == folder:
+                    hint = LIMIT_HINTS.get(error, "")
+                    message = f"cannot watch {current}: {os.strerror(error)}{hint}"
+                    raise OSError(error, message, current)
+                continue  # a subfolder removed meanwhile
+            self._folders[wd] = (current, target)
+            if recursive:
+                pending.extend(subfolders(current, target.watches_below))
+
+    def _read(self) -> None:
+        assert self._fd is not None
+        try:
+            data = os.read(self._fd, READ_SIZE)
+        except BlockingIOError:
+            return
+        offset, size = 0, len(data)
+        folders = self._folders
+        while offset < size:
+            wd, mask, _cookie, length = EVENT.unpack_from(data, offset)
+            start = offset + EVENT.size
+            offset = start + length
+            if mask & IN_Q_OVERFLOW:
+                self._overflowed()
+                continue
+            watched = folders.get(wd)
+            if watched is None:
+                continue
+            if mask & IN_IGNORED:
+                del folders[wd]
+                continue
+            folder, target = watched
+            name = data[start:offset].rstrip(b"\0")
+            path = os.path.join(folder, os.fsdecode(name))
+            if mask & IN_ISDIR:
+                self._new_folder(target, path)
+            elif mask & IN_CLOSE_WRITE:
+                target.on_event("closed", path, "")
+            else:
+                target.on_event("moved", "", path)
+
+    def _new_folder(self, target: InotifyTarget, path: str) -> None:
+        if not target.watches_below(path):
+            return
+        self._add(target, path, recursive=True)
+        target.request_scan("new_folder")
+
+    def _overflowed(self) -> None:
+        logger.warning(
+            "files.events_overflowed",
+            hint="the kernel dropped file events; every folder is reconciled",
+        )
+        for target in self._targets:
+            target.request_scan("overflow")
+
+
+def subfolders(folder: str, wanted: Callable[[str], bool]) -> list[str]:
+    """The folders directly below ``folder`` that ``wanted`` accepts."""
+    try:
+        with os.scandir(folder) as entries:
+            return [
+                entry.path
+                for entry in entries
+                if entry.is_dir(follow_symlinks=False) and wanted(entry.path)
+            ]
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+
+
+def load_libc() -> ctypes.CDLL:
+    """The C library, with inotify's functions; ``OSError`` where it has none."""
+    # The running program's symbols include the C library's: no search.
+    libc = ctypes.CDLL(None, use_errno=True)
+    try:
+        libc.inotify_init1.argtypes = [ctypes.c_int]
+        libc.inotify_add_watch.argtypes = [
+            ctypes.c_int,
+            ctypes.c_char_p,
+            ctypes.c_uint32,
+        ]
+    except AttributeError as exc:
+        raise OSError("this C library has no inotify") from exc
+    return libc
