@@ -43,6 +43,7 @@ class Settings:
     async_queue: str = "sqlite"
     async_dedup_window: float = 3600.0
     kafka_bootstrap: str = "localhost:9092"
+    kafka_session_timeout: float = 10.0
     redis_url: str = "redis://localhost:6379/0"
     # Read from the environment even by ``Settings()`` built in code, so
     # ``FNPLANE_ISOLATION=process python -m pytest`` switches every platform.
@@ -68,6 +69,11 @@ class Settings:
                 ("port", "must be 0 to 65535", 0 <= self.port <= 65535),
                 ("grace", "must be 0 or more seconds", self.grace >= 0),
                 ("init_limit", "must be more than 0 seconds", self.init_limit > 0),
+                (
+                    "kafka_session_timeout",
+                    "must be more than 0 seconds",
+                    self.kafka_session_timeout > 0,
+                ),
                 ("threads", "must be 1 or more", self.threads >= 1),
                 ("max_body_bytes", "must be 1 or more", self.max_body_bytes >= 1),
                 (
