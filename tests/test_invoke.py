@@ -326,3 +326,48 @@ async def test_concurrency_zero_switches_the_function_off() -> None:
     app.function(name="off", concurrency=0)(lambda e, c: "ran")
     result = await invoker_for(app).invoke("off")
     assert result.outcome is Outcome.THROTTLED
+
+
+async def test_no_report_line_when_info_is_filtered_out_but_metrics_count() -> None:
+    """At WARNING the REPORT line is skipped (not even built); metrics and
+    warnings still happen."""
+    from fnplane import logs
+
+    logs.configure("console", "warning", cache_loggers=False)
+    app = App()
+
+    @app.function()
+    async def fine(event, context):
+        return 1
+
+    @app.function()
+    async def refuses(event, context):
+        raise FunctionError("no")
+
+    invoker = invoker_for(app)
+    with capture_logs() as captured:
+        await invoker.invoke("fine")
+        await invoker.invoke("refuses")
+    events = [log["event"] for log in captured]
+    assert "invocation.report" not in events
+    assert "invocation.handled_error" in events
+    labels = {"function": "fine", "outcome": "success"}
+    assert metric(invoker, "fnplane_invocations_total", **labels) == 1
+
+
+async def test_report_line_is_logged_when_info_is_enabled() -> None:
+    """With INFO on (as configured by the CLI), the REPORT line is logged."""
+    from fnplane import logs
+
+    logs.configure("console", "info", cache_loggers=False)
+    app = App()
+
+    @app.function()
+    async def fine(event, context):
+        return 1
+
+    with capture_logs() as captured:
+        result = await invoker_for(app).invoke("fine", request_id="r-7")
+    report = next(log for log in captured if log["event"] == "invocation.report")
+    assert report["request_id"] == "r-7" and report["outcome"] == "success"
+    assert result.ok
