@@ -5,11 +5,21 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from typing import Any
 
 import pytest
 
-from fnplane.deadline import DeadlineExpired, run_with_deadline
+from fnplane.deadline import DeadlineExpired, start_eagerly, wait_until
+
+
+async def run_with_deadline(awaitable: Any, timeout_s: float) -> Any:
+    """What the invoker does: start at once, wait for the rest under the deadline."""
+    deadline_monotonic = time.monotonic() + timeout_s
+    value, pending = start_eagerly(awaitable)
+    if pending is None:
+        return value
+    return await wait_until(pending, deadline_monotonic)
 
 
 async def test_a_coroutine_that_never_suspends_arms_no_timer() -> None:

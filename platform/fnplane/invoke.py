@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from fnplane.context import Context
-from fnplane.deadline import DeadlineExpired, run_with_deadline
+from fnplane.deadline import DeadlineExpired, start_eagerly, wait_until
 from fnplane.errors import (
     FunctionError,
     HandlerError,
@@ -336,9 +336,10 @@ class Invoker:
         context: Context,
         marshal: Marshal | None,
     ) -> tuple[Outcome, Any, ErrorInfo | None]:
-        timeout_s = environment.function.timeout_s
         try:
-            value = await run_with_deadline(environment.run(event, context), timeout_s)
+            value, pending = start_eagerly(environment.run(event, context))
+            if pending is not None:
+                value = await wait_until(pending, context.deadline_monotonic)
         except DeadlineExpired:
             return Outcome.TIMEOUT, None, self._timed_out(environment, context)
         except FunctionError as exc:
