@@ -371,3 +371,29 @@ async def test_report_line_is_logged_when_info_is_enabled() -> None:
     report = next(log for log in captured if log["event"] == "invocation.report")
     assert report["request_id"] == "r-7" and report["outcome"] == "success"
     assert result.ok
+
+
+async def test_drain_waits_for_in_flight_invocations_for_every_caller() -> None:
+    """Two drains at once both see the last invocation finish; an idle invoker
+    drains at once, and a drain past its grace period says False."""
+    app = App()
+    release = asyncio.Event()
+
+    @app.function()
+    async def held(event, context):
+        await release.wait()
+        return "done"
+
+    invoker = invoker_for(app)
+    assert await invoker.drain(0.5)
+    running = asyncio.create_task(invoker.invoke("held"))
+    await asyncio.sleep(0)
+    assert invoker.in_flight == 1
+    assert not await invoker.drain(0.05)
+    first = asyncio.create_task(invoker.drain(2))
+    second = asyncio.create_task(invoker.drain(2))
+    await asyncio.sleep(0.05)
+    release.set()
+    assert await first and await second
+    assert (await running).value == "done"
+    assert invoker.in_flight == 0
