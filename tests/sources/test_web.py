@@ -506,3 +506,27 @@ async def test_templated_routes_are_matched_every_time(client, base_url) -> None
     for item in ("a", "b"):
         status, _, body = await call(client, "GET", f"{base_url}/items/{item}")
         assert status == 200 and json.loads(body)["item_id"] == item
+
+
+async def test_a_route_added_after_start_wins_over_a_cached_any_route(
+    client, start_platform
+) -> None:
+    """The route cache forgets what it knew when the table gains a route, so a
+    GET route added later takes GET requests from the ANY route, as matching
+    does."""
+    app = App()
+
+    @app.http("ANY", "/thing")
+    def any_method(event, context):
+        return "any"
+
+    platform = await start_platform(app)
+    url = f"http://127.0.0.1:{platform.port}/thing"
+    assert (await call(client, "GET", url))[2] == b"any"
+
+    @app.http("GET", "/thing")
+    def get_only(event, context):
+        return "get"
+
+    assert (await call(client, "GET", url))[2] == b"get"
+    assert (await call(client, "POST", url))[2] == b"any"
