@@ -1,9 +1,11 @@
 """Run an invocation's awaitable under its deadline, cheaply.
 
-``asyncio.timeout`` does the job at about 4 µs an invocation (an object, two
-coroutines for ``__aenter__``/``__aexit__`` and a timer armed and cancelled),
-a tenth of a small HTTP request's cost here. ``start_eagerly`` and
-``wait_until`` keep its semantics for less:
+``asyncio.timeout`` does the job at about 4.3 µs an invocation (an object,
+two coroutines for ``__aenter__``/``__aexit__`` and a timer armed and
+cancelled; a bare ``call_at`` and ``cancel`` is still 1.9 µs), a tenth of a
+small HTTP request's cost here. ``start_eagerly`` and ``wait_until`` keep its
+semantics for less (0.25 µs over a plain ``await`` for a handler that does
+not suspend):
 
 - a coroutine is started at once, in the caller's task (as Python 3.12's
   eager tasks do); one that finishes without ever suspending, the common
@@ -28,7 +30,7 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 
 
-class DeadlineExpired(Exception):  # noqa: N818 - an outcome, not a failure of ours
+class DeadlineExpired(Exception):
     """The awaitable was cancelled because its deadline passed."""
 
 
@@ -49,7 +51,7 @@ class _Expiry:
 def start_eagerly(awaitable: Awaitable[T]) -> tuple[T | None, Awaitable[T] | None]:
     """Run a coroutine up to its first suspension, in the caller's task.
 
-    Returns ``(value, None)`` when it finished (its exception, if it raised),
+    Returns ``(value, None)`` when it finished (and raises what it raised),
     or ``(None, rest)`` with an awaitable that goes on from where it stopped.
     Any other awaitable is returned untouched as the rest.
     """
