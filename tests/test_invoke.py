@@ -326,3 +326,74 @@ async def test_concurrency_zero_switches_the_function_off() -> None:
     app.function(name="off", concurrency=0)(lambda e, c: "ran")
     result = await invoker_for(app).invoke("off")
     assert result.outcome is Outcome.THROTTLED
+
+
+async def test_no_report_line_when_info_is_filtered_out_but_metrics_count() -> None:
+    """At WARNING the REPORT line is skipped (not even built); metrics and
+    warnings still happen."""
+    from fnplane import logs
+
+    logs.configure("console", "warning", cache_loggers=False)
+    app = App()
+
+    @app.function()
+    async def fine(event, context):
+        return 1
+
+    @app.function()
+    async def refuses(event, context):
+        raise FunctionError("no")
+
+    invoker = invoker_for(app)
+    with capture_logs() as captured:
+        await invoker.invoke("fine")
+        await invoker.invoke("refuses")
+    events = [log["event"] for log in captured]
+    assert "invocation.report" not in events
+    assert "invocation.handled_error" in events
+    labels = {"function": "fine", "outcome": "success"}
+    assert metric(invoker, "fnplane_invocations_total", **labels) == 1
+
+
+async def test_report_line_is_logged_when_info_is_enabled() -> None:
+    """With INFO on (as configured by the CLI), the REPORT line is logged."""
+    from fnplane import logs
+
+    logs.configure("console", "info", cache_loggers=False)
+    app = App()
+
+    @app.function()
+    async def fine(event, context):
+        return 1
+
+    with capture_logs() as captured:
+        result = await invoker_for(app).invoke("fine", request_id="r-7")
+    report = next(log for log in captured if log["event"] == "invocation.report")
+    assert report["request_id"] == "r-7" and report["outcome"] == "success"
+    assert result.ok
+
+
+async def test_drain_waits_for_in_flight_invocations_for_every_caller() -> None:
+    """Two drains at once both see the last invocation finish; an idle invoker
+    drains at once, and a drain past its grace period says False."""
+    app = App()
+    release = asyncio.Event()
+
+    @app.function()
+    async def held(event, context):
+        await release.wait()
+        return "done"
+
+    invoker = invoker_for(app)
+    assert await invoker.drain(0.5)
+    running = asyncio.create_task(invoker.invoke("held"))
+    await asyncio.sleep(0)
+    assert invoker.in_flight == 1
+    assert not await invoker.drain(0.05)
+    first = asyncio.create_task(invoker.drain(2))
+    second = asyncio.create_task(invoker.drain(2))
+    await asyncio.sleep(0.05)
+    release.set()
+    assert await first and await second
+    assert (await running).value == "done"
+    assert invoker.in_flight == 0

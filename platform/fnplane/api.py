@@ -107,6 +107,9 @@ class PlatformApi:
         self._targets: dict[str, TargetHandler] = {}
         self._aws_json = self._guarded(self.aws_json)
         self._static_paths = {path for _, path in self._static}
+        # Bumped by every endpoint or service added, so callers that cache
+        # what ``match`` said (the HTTP source) know to forget it.
+        self.generation = 0
 
     def reserves(self, path: str) -> bool:
         """True for paths the platform serves itself, closed to app routes."""
@@ -143,6 +146,7 @@ class PlatformApi:
         """Serve an AWS JSON 1.0 service whose ``X-Amz-Target`` starts with
         ``prefix`` (``POST /``, as boto3 sends it)."""
         self._targets[prefix] = handler
+        self.generation += 1
 
     async def aws_json(self, request: web.BaseRequest, request_id: str) -> web.Response:
         """Dispatch an AWS JSON 1.0 request to the service its target names."""
@@ -175,6 +179,7 @@ class PlatformApi:
         """Serve another platform endpoint (workflows add theirs)."""
         self._static[(method, path)] = self._guarded(handler)
         self._static_paths.add(path)
+        self.generation += 1
 
     async def health(self, request: web.BaseRequest, request_id: str) -> web.Response:
         """Liveness: 200 with the number of functions and invocations in flight."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import itertools
+import logging
 import math
 import time
 import traceback
@@ -25,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from fnplane.context import Context
+from fnplane.deadline import DeadlineExpired, start_eagerly, wait_until
 from fnplane.errors import (
     FnplaneError,
     FunctionError,
@@ -36,7 +38,7 @@ from fnplane.errors import (
 from fnplane.function import Function
 from fnplane.lifecycle import HookGroup, InitFailure, InlineEnvironment
 from fnplane.lifecycle import run_shutdown_hooks as run_app_shutdown_hooks
-from fnplane.logs import log_capture
+from fnplane.logs import bound_if_enabled, log_capture
 from fnplane.metrics import FunctionStats, Metrics
 
 if TYPE_CHECKING:
@@ -175,8 +177,9 @@ class Invoker:
         self._in_process: dict[str, bool] = {}
         self._slot_freed: dict[str, asyncio.Event] = {}
         self._in_flight = 0
-        self._idle = asyncio.Event()
-        self._idle.set()
+        # Made by drain() while invocations run, set by the last to finish:
+        # clearing and setting an Event around every invocation cost 0.3 µs.
+        self._idle: asyncio.Event | None = None
 
     @property
     def in_flight(self) -> int:
@@ -215,7 +218,6 @@ class Invoker:
 
         stats.running += 1
         self._in_flight += 1
-        self._idle.clear()
         log: list[str] | None = [] if capture_log else None
         token = log_capture.set(log) if log is not None else None
         try:
@@ -225,11 +227,12 @@ class Invoker:
                 log_capture.reset(token)
             stats.running -= 1
             self._in_flight -= 1
-            if not self._in_flight:
+            if not self._in_flight and self._idle is not None:
                 self._idle.set()
-            slot_freed = self._slot_freed.pop(name, None)
-            if slot_freed is not None:
-                slot_freed.set()
+            if self._slot_freed:
+                slot_freed = self._slot_freed.pop(name, None)
+                if slot_freed is not None:
+                    slot_freed.set()
 
         self._report(result, log)
         return result
@@ -263,7 +266,10 @@ class Invoker:
         try:
             async with asyncio.timeout(grace_s):
                 await self.async_queue.drain()
-                await self._idle.wait()
+                while self._in_flight:
+                    if self._idle is None or self._idle.is_set():
+                        self._idle = asyncio.Event()
+                    await self._idle.wait()
         except TimeoutError:
             return False
         return True
@@ -372,7 +378,11 @@ class Invoker:
             return await self._run_in_process(pool, event, request_id, attempt, marshal)
         environment = self.environment(function)
         try:
-            init_ms = await environment.ensure_ready()
+            # A warm environment skips the call: awaiting even a coroutine
+            # that returns at once costs a coroutine object per invocation.
+            init_ms = (
+                None if environment.initialized else await environment.ensure_ready()
+            )
         except InitFailure as failure:
             init_error = ErrorInfo(
                 failure.error_type, str(failure), failure.stack_trace
@@ -403,13 +413,11 @@ class Invoker:
         context: Context,
         marshal: Marshal | None,
     ) -> tuple[Outcome, Any, ErrorInfo | None]:
-        timeout_s = environment.function.timeout_s
         try:
-            async with asyncio.timeout(timeout_s) as deadline:
-                value = await environment.run(event, context)
-        except TimeoutError as exc:
-            if not deadline.expired():
-                return Outcome.UNHANDLED_ERROR, None, self._failed(context, exc)
+            value, pending = start_eagerly(environment.run(event, context))
+            if pending is not None:
+                value = await wait_until(pending, context.deadline_monotonic)
+        except DeadlineExpired:
             return Outcome.TIMEOUT, None, self._timed_out(environment, context)
         except FunctionError as exc:
             status = getattr(exc, "status_code", None)
@@ -530,18 +538,11 @@ class Invoker:
             if result.outcome is Outcome.TIMEOUT:
                 stats.timeouts += 1
             self._log_failure(result)
-        cold = {}
-        if result.init_duration_ms is not None:
-            cold["init_duration_ms"] = round(result.init_duration_ms, 2)
-        logger.info(
-            "invocation.report",
-            function=result.function,
-            request_id=result.request_id,
-            outcome=result.outcome.value,
-            duration_ms=round(result.duration_ms, 2),
-            billed_duration_ms=result.billed_duration_ms,
-            **cold,
-        )
+        # A filtered-out INFO call still evaluates its arguments: 2 µs an
+        # invocation for a line nobody sees at the usual WARNING level.
+        report_logger = bound_if_enabled(logger, logging.INFO)
+        if report_logger is not None:
+            log_report(report_logger, result)
         if log is not None:
             log.extend(report_lines(result))
             result.log = log
@@ -575,6 +576,22 @@ def error_info(exc: BaseException) -> ErrorInfo:
     ]
     formatted = traceback.format_list(frames)
     return ErrorInfo(type(exc).__name__, str(exc), [f.rstrip() for f in formatted])
+
+
+def log_report(report_logger: Any, result: InvocationResult) -> None:
+    """Log the invocation's REPORT line at INFO on ``report_logger``."""
+    cold = {}
+    if result.init_duration_ms is not None:
+        cold["init_duration_ms"] = round(result.init_duration_ms, 2)
+    report_logger.info(
+        "invocation.report",
+        function=result.function,
+        request_id=result.request_id,
+        outcome=result.outcome.value,
+        duration_ms=round(result.duration_ms, 2),
+        billed_duration_ms=result.billed_duration_ms,
+        **cold,
+    )
 
 
 def report_lines(result: InvocationResult) -> list[str]:

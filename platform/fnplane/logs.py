@@ -46,6 +46,21 @@ def capture_for_tail(
     return event_dict
 
 
+def bound_if_enabled(logger: Any, level: int) -> Any | None:
+    """``logger`` bound (a lazy proxy assembled), or None when it drops ``level``.
+
+    Asked each time, so a reconfiguration (tests capture logs that way)
+    takes effect at once; a wrapper class that cannot say is taken as
+    enabled. Log through the returned logger: binding a proxy again costs
+    as much as the check.
+    """
+    bound = logger.bind()
+    is_enabled_for = getattr(bound, "is_enabled_for", None)
+    if is_enabled_for is None or is_enabled_for(level):
+        return bound
+    return None
+
+
 def tail(lines: list[str]) -> str:
     """The last 4 KB of an invocation's log, as Lambda's ``LogResult`` holds."""
     text = "\n".join(lines) + "\n"

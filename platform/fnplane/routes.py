@@ -120,6 +120,9 @@ class RouteTable:
         self._static: dict[str, dict[str, str]] = {}
         self._templated: list[tuple[HttpTrigger, dict[str, str]]] = []
         self._shapes: dict[tuple[str, str], str] = {}
+        # Bumped by every route added, so callers that cache what ``match``
+        # said (the HTTP source) know to forget it.
+        self.generation = 0
 
     def add(self, trigger: HttpTrigger, function: str) -> None:
         """Add a route; raise if one of its methods is already on that route."""
@@ -133,6 +136,7 @@ class RouteTable:
         for method in trigger.methods:
             self._shapes[(method, trigger.shape)] = function
         self._methods_for(trigger).update(dict.fromkeys(trigger.methods, function))
+        self.generation += 1
 
     def match(self, method: str, path: str) -> RouteMatch:
         """Find the function for ``method`` and ``path``.

@@ -423,3 +423,110 @@ async def test_unknown_invocation_type_is_400(client, base_url) -> None:
 def test_http_error_status_must_be_a_real_status() -> None:
     with pytest.raises(ValueError, match="100 to 599"):
         HttpError("nope", status_code=999)
+
+
+async def test_a_cached_route_gives_way_to_an_api_endpoint_added_later(
+    client, start_platform
+) -> None:
+    """Static routes are remembered after their first match; an endpoint the
+    API gains afterwards on that path still takes precedence, as before."""
+    from aiohttp import web
+
+    from fnplane.api import json_response
+
+    app = App()
+
+    @app.http("GET", "/report")
+    def report(event, context):
+        return "from the app"
+
+    platform = await start_platform(app)
+    url = f"http://127.0.0.1:{platform.port}/report"
+    for _ in range(2):
+        assert (await call(client, "GET", url))[2] == b"from the app"
+
+    async def platform_report(request: web.BaseRequest, request_id: str):
+        return json_response(200, {"from": "the platform"}, request_id)
+
+    platform.api.add("GET", "/report", platform_report)
+    status, _, body = await call(client, "GET", url)
+    assert status == 200 and json.loads(body) == {"from": "the platform"}
+
+
+async def test_post_root_with_a_target_reaches_the_api_even_after_the_app_route(
+    client, start_platform
+) -> None:
+    """POST / is the app's until a request carries X-Amz-Target for a service
+    the platform serves: that one never comes from the route cache."""
+    app = App()
+
+    @app.http("POST", "/")
+    def root(event, context):
+        return "app root"
+
+    platform = await start_platform(app)
+
+    async def service(target: str, payload: Any) -> tuple[int, dict[str, Any]]:
+        return 200, {"target": target}
+
+    platform.api.add_target("Test.", service)
+    url = f"http://127.0.0.1:{platform.port}/"
+    for _ in range(2):
+        assert (await call(client, "POST", url, data=b"{}"))[2] == b"app root"
+    headers = {"X-Amz-Target": "Test.Do"}
+    status, _, body = await call(client, "POST", url, data=b"{}", headers=headers)
+    assert status == 200 and json.loads(body) == {"target": "Test.Do"}
+    assert (await call(client, "POST", url, data=b"{}"))[2] == b"app root"
+
+
+async def test_extension_methods_on_an_any_route_are_not_remembered(
+    client, start_platform
+) -> None:
+    """An ANY route answers every method, but only the standard ones enter the
+    route cache, so clients cannot grow it without bound."""
+    from fnplane.sources.web import HttpSource
+
+    app = App()
+
+    @app.http("ANY", "/any")
+    def anything(event, context):
+        return event.method
+
+    platform = await start_platform(app)
+    url = f"http://127.0.0.1:{platform.port}/any"
+    for method in ("GET", "PURGE", "PROPFIND"):
+        status, _, body = await call(client, method, url)
+        assert status == 200 and body == method.encode()
+    source = next(s for s in platform.sources if isinstance(s, HttpSource))
+    assert set(source._static_routes) == {("GET", "/any")}
+
+
+async def test_templated_routes_are_matched_every_time(client, base_url) -> None:
+    """Routes with parameters are not cached: each request gets its own values."""
+    for item in ("a", "b"):
+        status, _, body = await call(client, "GET", f"{base_url}/items/{item}")
+        assert status == 200 and json.loads(body)["item_id"] == item
+
+
+async def test_a_route_added_after_start_wins_over_a_cached_any_route(
+    client, start_platform
+) -> None:
+    """The route cache forgets what it knew when the table gains a route, so a
+    GET route added later takes GET requests from the ANY route, as matching
+    does."""
+    app = App()
+
+    @app.http("ANY", "/thing")
+    def any_method(event, context):
+        return "any"
+
+    platform = await start_platform(app)
+    url = f"http://127.0.0.1:{platform.port}/thing"
+    assert (await call(client, "GET", url))[2] == b"any"
+
+    @app.http("GET", "/thing")
+    def get_only(event, context):
+        return "get"
+
+    assert (await call(client, "GET", url))[2] == b"get"
+    assert (await call(client, "POST", url))[2] == b"any"

