@@ -31,8 +31,9 @@ def test_wrong_method_reports_the_allowed_ones() -> None:
     routes = table((["GET", "POST"], "/things", "t"), ("PUT", "/things/{id}", "u"))
     missing = routes.match("DELETE", "/things")
     assert missing.function is None
-    assert set(missing.allowed) == {"GET", "POST"}
+    assert set(missing.allowed) == {"GET", "HEAD", "POST"}  # GET answers HEAD
     assert routes.match("GET", "/elsewhere").allowed == ()
+    assert routes.match("GET", "/things/1").allowed == ("PUT",)
 
 
 def test_any_method_and_head_fallback_to_get() -> None:

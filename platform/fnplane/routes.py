@@ -160,6 +160,9 @@ class RouteTable:
                     found, matched.groupdict(), route_key=f"{method} {trigger.path}"
                 )
             allowed += tuple(methods)
+        if "GET" in allowed:
+            # A route's GET handler answers HEAD too (see _pick).
+            allowed += ("HEAD",)
         return RouteMatch(None, {}, allowed=tuple(dict.fromkeys(allowed)))
 
     def _methods_for(self, trigger: HttpTrigger) -> dict[str, str]:
