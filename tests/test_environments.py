@@ -64,6 +64,7 @@ def describe(event: Any, context: Any) -> dict[str, Any]:
         "request_id": context.aws_request_id,
         "remaining_ms": context.get_remaining_time_in_millis(),
         "memory": context.memory_limit_in_mb,
+        "log_stream": context.log_stream_name,
     }
 
 
@@ -194,7 +195,7 @@ async def test_cold_start_then_warm_in_the_same_worker() -> None:
     assert first.value["pid"] == second.value["pid"] != os.getpid()
     assert second.value["request_id"] == second.request_id
     assert 0 < second.value["remaining_ms"] <= 30_000
-    assert second.value["memory"] == 128
+    assert second.value["log_stream"] == "process"
     printed = [e for e in logs if e["event"] == "function.output"]
     assert {
         "request_id": first.request_id,

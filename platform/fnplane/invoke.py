@@ -453,8 +453,9 @@ class Invoker:
         # platform runs, perf_counter() reads the same monotonic clock.
         started = time.monotonic()
         deadline = started + function.timeout_s
-        context = Context(function, request_id, deadline, self, attempt)
-        context.cold_start = init_ms is not None
+        context = Context(
+            function, request_id, deadline, self, attempt, init_ms is not None
+        )
         value: Any = None
         error: ErrorInfo | None
         try:
