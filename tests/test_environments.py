@@ -562,3 +562,19 @@ async def test_a_file_loaded_by_path_runs_in_a_worker_under_its_stem(
 
     assert (spec.module, spec.alias) == ("fnplane_functions.stemmed_pid", "stemmed_pid")
     assert result.ok and result.value != os.getpid()
+
+
+async def test_a_switched_off_process_function_is_throttled_and_starts_no_worker() -> (
+    None
+):
+    """Concurrency 0 throttles every invocation before any worker exists."""
+    switched_off = App()
+    switched_off.function(name="off", isolation="process", concurrency=0)(echo)
+    invoker = Invoker(switched_off, Settings())
+    result = await invoker.invoke("off", "anything")
+    await invoker.shutdown()
+
+    assert result.outcome is Outcome.THROTTLED
+    labels = {"function": "off", "state": "idle"}
+    registry = invoker.metrics.registry
+    assert registry.get_sample_value("fnplane_environments", labels) is None
