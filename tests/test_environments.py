@@ -64,6 +64,7 @@ def describe(event: Any, context: Any) -> dict[str, Any]:
         "request_id": context.aws_request_id,
         "remaining_ms": context.get_remaining_time_in_millis(),
         "memory": context.memory_limit_in_mb,
+        "log_stream": context.log_stream_name,
     }
 
 
@@ -194,7 +195,7 @@ async def test_cold_start_then_warm_in_the_same_worker() -> None:
     assert first.value["pid"] == second.value["pid"] != os.getpid()
     assert second.value["request_id"] == second.request_id
     assert 0 < second.value["remaining_ms"] <= 30_000
-    assert second.value["memory"] == 128
+    assert second.value["log_stream"] == "process"
     printed = [e for e in logs if e["event"] == "function.output"]
     assert {
         "request_id": first.request_id,
@@ -561,3 +562,19 @@ async def test_a_file_loaded_by_path_runs_in_a_worker_under_its_stem(
 
     assert (spec.module, spec.alias) == ("fnplane_functions.stemmed_pid", "stemmed_pid")
     assert result.ok and result.value != os.getpid()
+
+
+async def test_a_switched_off_process_function_is_throttled_and_starts_no_worker() -> (
+    None
+):
+    """Concurrency 0 throttles every invocation before any worker exists."""
+    switched_off = App()
+    switched_off.function(name="off", isolation="process", concurrency=0)(echo)
+    invoker = Invoker(switched_off, Settings())
+    result = await invoker.invoke("off", "anything")
+    await invoker.shutdown()
+
+    assert result.outcome is Outcome.THROTTLED
+    labels = {"function": "off", "state": "idle"}
+    registry = invoker.metrics.registry
+    assert registry.get_sample_value("fnplane_environments", labels) is None

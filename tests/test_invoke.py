@@ -57,6 +57,10 @@ async def test_context_has_lambda_attribute_names() -> None:
             "remaining": context.get_remaining_time_in_millis(),
             "cold": context.cold_start,
             "attempt": context.attempt,
+            "log_group": context.log_group_name,
+            "log_stream": context.log_stream_name,
+            "identity": context.identity,
+            "client_context": context.client_context,
         }
 
     invoker = invoker_for(app)
@@ -67,6 +71,10 @@ async def test_context_has_lambda_attribute_names() -> None:
     assert value["arn"].endswith(":function:ctx")
     assert 6000 < value["remaining"] <= 7000
     assert value["cold"] is True and value["attempt"] == 1
+    assert (value["log_group"], value["log_stream"]) == ("/fnplane/ctx", "inline")
+    assert value["identity"] is None and value["client_context"] is None
+    warm = (await invoker.invoke("ctx", {}, attempt=2)).value
+    assert warm["cold"] is False and warm["attempt"] == 2
 
 
 async def test_handled_and_unhandled_errors_are_classified() -> None:

@@ -69,11 +69,12 @@ class ProcessContext(Context):
 
     __slots__ = ("_channel",)
 
+    log_stream_name = "process"
+
     def __init__(
         self, function: Function, channel: Channel, request_id: str, deadline: float
     ) -> None:
         super().__init__(function, request_id, deadline)
-        self.log_stream_name = "process"
         self._channel = channel
 
     async def invoke(self, function: str, payload: Any = None) -> Any:

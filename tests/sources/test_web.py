@@ -102,6 +102,10 @@ def build_app() -> App:
     def huge(event, context):
         return "x" * 2048
 
+    @app.http("GET", "/huge-json")
+    def huge_json(event, context):
+        return {"padding": "x" * 2048}
+
     @app.http("GET", "/raw/{rest+}")
     def raw(event, context):
         return {
@@ -393,11 +397,11 @@ async def test_results_that_cannot_be_sent_are_500_and_count_as_errors(
 ) -> None:
     platform = await start_platform(build_app(), settings.replace(max_body_bytes=1024))
     base = f"http://127.0.0.1:{platform.port}"
-    for path in ("/nan", "/huge", "/unserialisable"):
+    for path in ("/nan", "/huge", "/huge-json", "/unserialisable"):
         status, _, _ = await call(client, "GET", base + path)
         assert status == 500, path
     registry = platform.invoker.metrics.registry
-    for name in ("not_a_number", "huge", "unserialisable"):
+    for name in ("not_a_number", "huge", "huge_json", "unserialisable"):
         labels = {"function": name, "outcome": "unhandled_error"}
         assert registry.get_sample_value("fnplane_invocations_total", labels) == 1
 
