@@ -31,6 +31,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -162,6 +163,8 @@ def run_contestant(name: str, files: int) -> dict[str, Any]:
     _, status, usage = os.wait4(process.pid, 0)
     process.returncode = os.waitstatus_to_exitcode(status)
     seen: dict[str, float] = json.loads(result.read_text())
+    # Ten thousand files a run add up in memory when the folder is tmpfs.
+    shutil.rmtree(root, ignore_errors=True)
     cpu_s = usage.ru_utime + usage.ru_stime
     return summarise(name, closed, seen, cpu_s) | {
         "peak_rss_mb": usage.ru_maxrss / 1024
@@ -257,6 +260,7 @@ async def async_round(events: int) -> dict[str, float]:
     await asyncio.wait_for(done.wait(), DONE_TIMEOUT_S)
     total_s = max(started.values()) - began
     await invoker.shutdown()
+    shutil.rmtree(state.parent, ignore_errors=True)
     latencies_ms = sorted((started[n] - accepted[n]) * 1000 for n in started)
     return {
         "accepts_per_s": events / accept_s,
