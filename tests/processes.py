@@ -102,3 +102,40 @@ def wait_until(condition: Callable[[], bool], what: str) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"not done within {DONE_TIMEOUT_S} s: {what}")
         time.sleep(0.05)
+
+
+def handled_lines(log: Path) -> list[str]:
+    """Every value the handlers recorded in ``log``, repeats included."""
+    if not log.exists():
+        return []
+    return log.read_text(encoding="utf-8").split()
+
+
+def kill_one_of_two_consumers(
+    tmp: Path,
+    functions: Path,
+    env: dict[str, str],
+    log: Path,
+    records: int,
+    settled: Callable[[], bool],
+) -> list[str]:
+    """Two ``fnplane run`` consumers of one group; ``kill -9`` one once half
+    the records are handled; wait until the survivor has handled every record
+    and ``settled()`` (offsets committed, nothing pending). Returns every
+    handled value, repeats included; the survivor must exit 0."""
+    victim = FnplaneProcess(tmp, functions, env, name="victim")
+    survivor = FnplaneProcess(tmp, functions, env, name="survivor")
+    try:
+        victim.start()
+        survivor.start()
+        wait_until(lambda: len(handled_lines(log)) >= records // 2, "half the records")
+        victim.kill()
+        assert len(set(handled_lines(log))) < records, "the kill came too late"
+
+        expected = {str(number) for number in range(records)}
+        wait_until(lambda: set(handled_lines(log)) >= expected, "every record handled")
+        wait_until(settled, "the group settled (committed, nothing pending)")
+    finally:
+        victim.stop()
+        assert survivor.stop() == 0
+    return handled_lines(log)

@@ -4,11 +4,10 @@ dead letters, partial failures, commits, missing topics and an absent broker."""
 from __future__ import annotations
 
 import asyncio
-import itertools
 import json
 import subprocess
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -22,33 +21,18 @@ from fnplane.config import Settings
 from fnplane.runner import Platform
 from fnplane.sources.kafka import KafkaTopicMissingError
 from tests.conftest import free_port, stop, wait_for_port
+from tests.stream_helpers import WAIT_S, unique, wait_until
 
-WAIT_S = 20.0
 # The test broker makes a new member wait half the session timeout before it
 # gets partitions, and does not act on a member leaving: a short session
 # keeps joins and takeovers quick.
 SESSION_TIMEOUT_S = 2.0
-_names = itertools.count()
 
 
 @pytest.fixture
 def settings(settings: Settings) -> Settings:
     """The shared test settings with a short Kafka session."""
     return settings.replace(kafka_session_timeout=SESSION_TIMEOUT_S)
-
-
-def unique(prefix: str) -> str:
-    """A topic or group name no other test uses."""
-    return f"{prefix}-{time.monotonic_ns()}-{next(_names)}"
-
-
-async def wait_until(condition: Callable[[], bool], what: str) -> None:
-    """Poll ``condition`` until it holds, or fail naming ``what``."""
-    deadline = time.monotonic() + WAIT_S
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 async def create_topic(bootstrap: str, name: str, partitions: int = 1) -> str:

@@ -12,7 +12,7 @@ from pathlib import Path
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from tests.processes import FnplaneProcess, wait_until
+from tests.processes import kill_one_of_two_consumers
 
 FUNCTIONS = textwrap.dedent(
     """
@@ -40,13 +40,6 @@ FUNCTIONS = textwrap.dedent(
 RECORDS = 20_000
 PARTITIONS = 4
 BATCH = 100
-
-
-def handled(log: Path) -> list[str]:
-    """Every value the handlers recorded, repeats included."""
-    if not log.exists():
-        return []
-    return log.read_text(encoding="utf-8").split()
 
 
 async def fill_topic(bootstrap: str, topic: str) -> None:
@@ -99,26 +92,12 @@ def test_survivor_takes_over_the_killed_consumers_partitions(
         "FNPLANE_KAFKA_BOOTSTRAP": kafka_bootstrap,
         "FNPLANE_KAFKA_SESSION_TIMEOUT": "2",
     }
-    victim = FnplaneProcess(tmp_path, functions, env, name="victim")
-    survivor = FnplaneProcess(tmp_path, functions, env, name="survivor")
-    try:
-        victim.start()
-        survivor.start()
-        wait_until(lambda: len(handled(log)) >= RECORDS // 2, "half of the records")
-        victim.kill()
-        assert len(set(handled(log))) < RECORDS, "the kill came too late to prove it"
-
-        expected = {str(number) for number in range(RECORDS)}
-        wait_until(lambda: set(handled(log)) >= expected, "every record handled")
-        wait_until(
-            lambda: asyncio.run(committed_total(kafka_bootstrap, topic)) == RECORDS,
-            "every offset committed",
-        )
-    finally:
-        victim.stop()
-        assert survivor.stop() == 0
+    lines = kill_one_of_two_consumers(
+        tmp_path, functions, env, log, RECORDS,
+        lambda: asyncio.run(committed_total(kafka_bootstrap, topic)) == RECORDS,
+    )  # fmt: skip
 
     # Only what the victim handled since its last commit comes again: its
     # batches in flight (two slots) and those whose commit was on its way.
-    duplicates = len(handled(log)) - RECORDS
+    duplicates = len(lines) - RECORDS
     assert 0 <= duplicates <= 4 * BATCH

@@ -4,7 +4,6 @@ letters, claims of idle entries, reconnects and acknowledgements."""
 from __future__ import annotations
 
 import asyncio
-import itertools
 import json
 import os
 import time
@@ -17,23 +16,9 @@ from structlog.testing import capture_logs
 
 from fnplane import App, BatchFailure
 from fnplane.config import Settings
+from tests.stream_helpers import unique, wait_until
 
 WAIT_S = 15.0
-_names = itertools.count()
-
-
-def unique(prefix: str) -> str:
-    """A stream or group name no other test uses."""
-    return f"{prefix}-{time.monotonic_ns()}-{next(_names)}"
-
-
-async def wait_until(condition: Callable[[], bool], what: str) -> None:
-    """Poll ``condition`` until it holds, or fail naming ``what``."""
-    deadline = time.monotonic() + WAIT_S
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import redis
 
-from tests.processes import FnplaneProcess, wait_until
+from tests.processes import kill_one_of_two_consumers
 
 FUNCTIONS = textwrap.dedent(
     """
@@ -36,13 +36,6 @@ RECORDS = 20_000
 BATCH = 100
 
 
-def handled(log: Path) -> list[str]:
-    """Every value the handlers recorded, repeats included."""
-    if not log.exists():
-        return []
-    return log.read_text(encoding="utf-8").split()
-
-
 def test_survivor_claims_the_killed_consumers_entries(
     tmp_path: Path, redis_url: str
 ) -> None:
@@ -59,25 +52,13 @@ def test_survivor_claims_the_killed_consumers_entries(
     functions.write_text(FUNCTIONS)
     log = tmp_path / "handled.log"
     env = {"CRASH_STREAM": stream, "CRASH_REDIS": redis_url, "CRASH_LOG": str(log)}
-    victim = FnplaneProcess(tmp_path, functions, env, name="victim")
-    survivor = FnplaneProcess(tmp_path, functions, env, name="survivor")
     try:
-        victim.start()
-        survivor.start()
-        wait_until(lambda: len(handled(log)) >= RECORDS // 2, "half of the records")
-        victim.kill()
-        assert len(set(handled(log))) < RECORDS, "the kill came too late to prove it"
-
-        expected = {str(number) for number in range(RECORDS)}
-        wait_until(lambda: set(handled(log)) >= expected, "every record handled")
-        wait_until(
+        lines = kill_one_of_two_consumers(
+            tmp_path, functions, env, log, RECORDS,
             lambda: client.xpending(stream, "crash")["pending"] == 0,
-            "every entry acknowledged",
-        )
+        )  # fmt: skip
     finally:
-        victim.stop()
-        assert survivor.stop() == 0
         client.close()
 
-    duplicates = len(handled(log)) - RECORDS
+    duplicates = len(lines) - RECORDS
     assert 0 <= duplicates <= BATCH
