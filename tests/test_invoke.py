@@ -101,7 +101,10 @@ async def test_handled_and_unhandled_errors_are_classified() -> None:
     assert unhandled.error.error_type == "KeyError"
     assert any("broken" in frame for frame in unhandled.error.stack_trace)
     failure = next(log for log in logs if log["event"] == "invocation.failed")
-    assert failure["log_level"] == "error" and failure["exc_info"] is not None
+    assert failure["log_level"] == "error"
+    # The logged traceback starts at the handler, not in the invoker.
+    logged_frames = failure["exc_info"].__traceback__
+    assert logged_frames.tb_frame.f_code.co_name == "broken"
     with pytest.raises(HandlerError) as raised:
         unhandled.unwrap()
     assert raised.value.error_type == "KeyError" and not raised.value.handled

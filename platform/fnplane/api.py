@@ -138,8 +138,11 @@ class PlatformApi:
             return None
         if path.startswith(INVOKE_PREFIX):
             return self._invoke
-        if path == "/" and "X-Amz-Target" in request.headers and self._targets:
-            return self._aws_json
+        if path == "/" and "X-Amz-Target" in request.headers:
+            # With no service to answer, an app's own POST / route still
+            # wins; without one, the caller learns why no service answers.
+            if self._targets or not self.invoker.app.routes.match("POST", "/").function:
+                return self._aws_json
         return None
 
     def add_target(self, prefix: str, handler: TargetHandler) -> None:
@@ -155,8 +158,9 @@ class PlatformApi:
             (h for prefix, h in self._targets.items() if target.startswith(prefix)),
             None,
         )
-        status, body = 400, {"__type": "UnknownOperationException",
-                             "message": f"no service answers {target!r}"}  # fmt: skip
+        why = "" if self._targets else " (the app defines no state machines)"
+        message = f"no service answers {target!r}{why}"
+        status, body = 400, {"__type": "UnknownOperationException", "message": message}
         if handler is not None:
             try:
                 payload = parse_payload(await request.read())

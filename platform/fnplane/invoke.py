@@ -15,6 +15,7 @@ import logging
 import math
 import time
 import traceback
+import types
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -541,11 +542,15 @@ class Invoker:
             )
 
     def _failed(self, context: Context, exc: BaseException) -> ErrorInfo:
+        # The logged traceback starts at the handler, as a process
+        # environment's does: the invoker's frames above it are the same for
+        # every failure and only hide the user's.
+        handler_frames = without_leading_platform_frames(exc.__traceback__)
         logger.error(
             "invocation.failed",
             function=context.function_name,
             request_id=context.aws_request_id,
-            exc_info=exc,
+            exc_info=exc.with_traceback(handler_frames or exc.__traceback__),
         )
         return error_info(exc)
 
@@ -638,6 +643,17 @@ def error_info(exc: BaseException) -> ErrorInfo:
     ]
     formatted = traceback.format_list(frames)
     return ErrorInfo(type(exc).__name__, str(exc), [f.rstrip() for f in formatted])
+
+
+def without_leading_platform_frames(
+    frames: types.TracebackType | None,
+) -> types.TracebackType | None:
+    """``frames`` from the first one outside the platform (None if none is)."""
+    while frames is not None and frames.tb_frame.f_code.co_filename.startswith(
+        PLATFORM_FRAMES
+    ):
+        frames = frames.tb_next
+    return frames
 
 
 def log_report(report_logger: Any, result: InvocationResult) -> None:

@@ -483,6 +483,34 @@ async def test_post_root_with_a_target_reaches_the_api_even_after_the_app_route(
     assert (await call(client, "POST", url, data=b"{}"))[2] == b"app root"
 
 
+async def test_a_target_with_no_service_is_told_why_unless_the_app_has_post_root(
+    client, start_platform
+) -> None:
+    """An AWS JSON call (boto3, ``fnplane executions``) to an app without state
+    machines gets a 400 saying so rather than a 404 for ``/``; an app that
+    serves POST / itself still receives such requests."""
+    headers = {"X-Amz-Target": "AWSStepFunctions.ListStateMachines"}
+    bare = await start_platform(App())
+    status, _, body = await call(
+        client, "POST", f"http://127.0.0.1:{bare.port}/", data=b"{}", headers=headers
+    )
+    assert status == 400
+    assert json.loads(body)["__type"] == "UnknownOperationException"
+    assert "defines no state machines" in json.loads(body)["message"]
+
+    app = App()
+
+    @app.http("POST", "/")
+    def root(event, context):
+        return "app root"
+
+    served = await start_platform(app)
+    reply = await call(
+        client, "POST", f"http://127.0.0.1:{served.port}/", data=b"{}", headers=headers
+    )
+    assert reply[0] == 200 and reply[2] == b"app root"
+
+
 async def test_extension_methods_on_an_any_route_are_not_remembered(
     client, start_platform
 ) -> None:
