@@ -166,7 +166,13 @@ class HttpSource:
         answer when there is none (the platform API's, a 404, a 405)."""
         api_handler = self.api.match(request)
         if api_handler is not None:
-            return await api_handler(request, request_id)
+            try:
+                return await api_handler(request, request_id)
+            except HTTPRequestEntityTooLarge:
+                # An endpoint that reads the body without a limit answer of
+                # its own (the API key check, AWS JSON services) answers as a
+                # function route does, rather than with aiohttp's plain text.
+                return self._too_large(request_id)
 
         match = self.routes.match(method, path)
         if match.function is None:

@@ -247,6 +247,27 @@ async def test_body_over_the_limit_is_413_before_the_handler(client, base_url) -
     assert status == 413 and "1024 byte limit" in json.loads(body)["message"]
 
 
+async def test_platform_endpoints_answer_a_body_over_the_limit_in_json(
+    client, start_platform, settings
+) -> None:
+    """The API key check and AWS JSON services read the body themselves; over
+    the limit they answer 413 in the platform's JSON with the request id."""
+    limited = settings.replace(max_body_bytes=1024, api_key="secret")
+    platform = await start_platform(build_app(), limited)
+    base = f"http://127.0.0.1:{platform.port}"
+    oversized = b"x" * 2048
+    for path, headers in (
+        ("/2015-03-31/functions/echo/invocations", {}),
+        ("/", {"X-Amz-Target": "AWSStepFunctions.ListStateMachines"}),
+    ):
+        status, reply_headers, body = await call(
+            client, "POST", base + path, data=oversized, headers=headers
+        )
+        assert status == 413, path
+        assert "1024 byte limit" in json.loads(body)["message"]
+        assert reply_headers["X-Request-Id"]
+
+
 async def test_chunked_body_over_the_limit_is_413(client, base_url) -> None:
     async def chunks() -> AsyncIterator[bytes]:
         for _ in range(8):
