@@ -336,8 +336,15 @@ class StreamConsumer:
                 self._log.warning("source.redis_heartbeat_failed", error=str(exc))
 
     def _busy_ids(self) -> set[str]:
-        """The item ids of the batches in flight."""
-        return {r.item_id for records in self._batches.values() for r in records}
+        """The item ids of the batches in flight, and of the records done
+        whose ``XACK`` waits for the next read: to ``XAUTOCLAIM`` those look
+        idle too, and claiming them would hand them over twice."""
+        busy = {r.item_id for records in self._batches.values() for r in records}
+        for stream, ids in self._unacked.items():
+            busy.update(
+                f"{stream}@{i.decode() if isinstance(i, bytes) else i}" for i in ids
+            )
+        return busy
 
     async def _with_deliveries(self, records: list[RedisRecord]) -> list[RedisRecord]:
         """Set each record's earlier attempts from its delivery count."""
