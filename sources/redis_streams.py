@@ -108,7 +108,7 @@ class StreamConsumer:
         self.group = trigger.group or function.name
         self.consumer = trigger.consumer or default_consumer_name()
         self.streams = trigger.streams
-        self.client: Any = redis.Redis.from_url(self.url)
+        self.client: Any = entries_as_sent(redis.Redis.from_url(self.url))
         metrics = stream_metrics(invoker)
         self.runner = BatchRunner(
             invoker, function.name, SOURCE, self.options, self._dead_letter, metrics
@@ -287,7 +287,7 @@ class StreamConsumer:
             return records
         size = 0
         for index, record in enumerate(records):
-            size += sum(len(k) + len(v) for k, v in record.fields.items())
+            size += record.size
             if size > limit and index > 0:
                 self._carried = records[index:]
                 return records[:index]
@@ -336,8 +336,15 @@ class StreamConsumer:
                 self._log.warning("source.redis_heartbeat_failed", error=str(exc))
 
     def _busy_ids(self) -> set[str]:
-        """The item ids of the batches in flight."""
-        return {r.item_id for records in self._batches.values() for r in records}
+        """The item ids of the batches in flight, and of the records done
+        whose ``XACK`` waits for the next read: to ``XAUTOCLAIM`` those look
+        idle too, and claiming them would hand them over twice."""
+        busy = {r.item_id for records in self._batches.values() for r in records}
+        for stream, ids in self._unacked.items():
+            busy.update(
+                f"{stream}@{i.decode() if isinstance(i, bytes) else i}" for i in ids
+            )
+        return busy
 
     async def _with_deliveries(self, records: list[RedisRecord]) -> list[RedisRecord]:
         """Set each record's earlier attempts from its delivery count."""
@@ -466,17 +473,39 @@ def default_consumer_name() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(2)}"
 
 
+def entries_as_sent(client: Any) -> Any:
+    """``client``, its ``XREADGROUP`` and ``XAUTOCLAIM`` replies left as the
+    server sent them.
+
+    redis-py turns each entry's fields into a dict and each entry into a
+    tuple, which costs more than everything else fnplane does per record;
+    ``RedisRecord`` takes the flat field list and builds the dict only when
+    a handler reads it.
+    """
+    for command in ("XREADGROUP", "XAUTOCLAIM"):
+        client.set_response_callback(command, unparsed)
+    return client
+
+
+def unparsed(reply: Any, **options: Any) -> Any:
+    """The reply as the protocol parser gave it."""
+    return reply
+
+
 def parse_reply(reply: Any) -> list[RedisRecord]:
-    """Records from an ``XREADGROUP`` reply: ``[[stream, [(id, fields)...]]...]``."""
+    """Records from an ``XREADGROUP`` reply: ``[[stream, [[id, fields]...]]...]``
+    (RESP2) or ``{stream: [[id, fields]...]}`` (RESP3)."""
     records: list[RedisRecord] = []
+    if isinstance(reply, dict):
+        reply = reply.items()
     for stream, entries in reply or ():
         records.extend(parse_entries(stream, entries))
     return records
 
 
 def parse_entries(stream: bytes | str, entries: Any) -> list[RedisRecord]:
-    """``RedisRecord``s from one stream's ``(id, fields)`` pairs; an entry
-    deleted meanwhile (no fields) is skipped."""
+    """``RedisRecord``s from one stream's ``[id, [name, value...]]`` entries; an
+    entry deleted meanwhile (no fields) is skipped."""
     name = stream.decode() if isinstance(stream, bytes) else stream
     return [
         RedisRecord(name, entry_id, fields)

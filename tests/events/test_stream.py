@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import pickle
 
 import pytest
 from aiokafka.structs import ConsumerRecord
@@ -80,6 +81,36 @@ def test_redis_record_value_is_the_value_field_or_the_only_field() -> None:
     assert several.json() == {"a": "1", "b": "2"}
     assert several.timestamp_ms == 7
     assert several.item_id == "s@7-1"
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {b"value": b'{"x": 1}', b"key": b"k"},
+        {b"payload": b'{"x": 2}'},
+        {b"a": b"1", b"b": b"\xff"},
+    ],
+)
+def test_redis_record_from_the_server_field_list_reads_like_one_from_a_dict(
+    fields: dict[bytes, bytes],
+) -> None:
+    """A record built from the flat [name, value...] list the server sends
+    gives the same value, key, fields, headers, JSON, size and event shape as
+    one built from the dict, and survives a pickle (process isolation)."""
+    flat = [part for pair in fields.items() for part in pair]
+    from_dict = RedisRecord("s", b"9-1", fields)
+    from_wire = RedisRecord("s", b"9-1", flat)
+    unpickled = pickle.loads(pickle.dumps(from_wire, pickle.HIGHEST_PROTOCOL))
+
+    for record in (from_wire, unpickled):
+        assert record.value == from_dict.value
+        assert record.key == from_dict.key
+        assert record.fields == fields
+        assert record.headers == from_dict.headers
+        assert record.json() == from_dict.json()
+        assert record.size == from_dict.size == sum(map(len, flat))
+        assert record.describe() == from_dict.describe()
+        assert record.item_id == "s@9-1"
 
 
 def test_redis_batch_shape() -> None:

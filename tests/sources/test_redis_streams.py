@@ -119,6 +119,42 @@ async def test_per_record_handler_sees_records_in_stream_order(
     assert seen == list(range(300))
 
 
+@pytest.mark.parametrize("protocol", [2, 3])
+async def test_records_carry_every_field_of_their_entry(
+    start_platform: Any, client: Any, redis_url: str, protocol: int
+) -> None:
+    """Read (RESP2 or RESP3 replies) and claimed entries alike give their
+    value, key and every field, the one-field entry its only field as value;
+    entries handled and awaiting their XACK are not claimed again."""
+    stream, seen = unique("fields"), []
+    await client.xgroup_create(stream, "fields", "0", mkstream=True)
+    await client.xadd(stream, {"value": "v0", "key": "k0", "kind": "a"})
+    await client.xreadgroup("fields", "crashed", {stream: ">"}, count=1)
+    await client.xadd(stream, {"payload": "v1"})
+    await client.xadd(stream, {"a": "1", "b": "2"})
+    app = App()
+
+    @app.redis_stream(stream, url=f"{redis_url}?protocol={protocol}", claim_idle=0.2)
+    async def fields(batch: Any, context: Any) -> None:
+        seen.extend((record.value, record.key, record.fields) for record in batch)
+
+    await asyncio.sleep(0.2)
+    await start_platform(app)
+    await wait_until(lambda: len(seen) == 3, "the three entries")
+
+    assert sorted(seen, key=repr) == sorted(
+        [
+            (b"v0", b"k0", {b"value": b"v0", b"key": b"k0", b"kind": b"a"}),
+            (b"v1", None, {b"payload": b"v1"}),
+            (None, None, {b"a": b"1", b"b": b"2"}),
+        ],
+        key=repr,
+    )
+    await eventually(lambda: pending_count(client, stream, "fields"), 0)
+    await asyncio.sleep(0.4)  # two claim rounds: none takes a handled entry
+    assert len(seen) == 3
+
+
 async def test_poison_record_is_retried_then_dead_lettered_and_the_rest_handled(
     start_platform: Any, client: Any, redis_url: str
 ) -> None:

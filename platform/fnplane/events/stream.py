@@ -168,21 +168,48 @@ class KafkaRecord(StreamRecord):
 
 
 class RedisRecord(StreamRecord):
-    """A Redis stream entry: its stream, id and fields."""
+    """A Redis stream entry: its stream, id and fields.
 
-    __slots__ = ("stream", "raw_id", "fields")
+    ``fields`` is a mapping of raw names to raw values, or the flat
+    ``[name, value, name, value...]`` list the server sends: the source
+    passes the list as read, and the dict is built only when ``fields`` (or
+    ``headers``, ``key``...) is first read.
+    """
+
+    # Records are built by the hundred per batch, and many handlers read only
+    # the value: the field dict is built for those that ask for it.
+    __slots__ = ("stream", "raw_id", "_flat_fields", "_fields")
 
     def __init__(
         self,
         stream: str,
         entry_id: bytes | str,
-        fields: dict[bytes, bytes],
+        fields: Mapping[bytes, bytes] | list[bytes],
         deliveries: int = 1,
     ) -> None:
         self.stream = stream
         self.raw_id = entry_id
-        self.fields = fields
+        self._flat_fields: list[bytes]
+        self._fields: dict[bytes, bytes] | None
+        if isinstance(fields, list):
+            self._flat_fields, self._fields = fields, None
+        else:
+            self._fields = dict(fields)
+            self._flat_fields = [part for pair in fields.items() for part in pair]
         self.previous_attempts = deliveries - 1 if deliveries > 1 else 0
+
+    @property
+    def fields(self) -> dict[bytes, bytes]:
+        """The entry's fields, raw names to raw values."""
+        if self._fields is None:
+            names_and_values = iter(self._flat_fields)
+            self._fields = dict(zip(names_and_values, names_and_values, strict=True))
+        return self._fields
+
+    @property
+    def size(self) -> int:
+        """Bytes of field names and values together."""
+        return sum(map(len, self._flat_fields))
 
     @property
     def id(self) -> str:
@@ -203,10 +230,11 @@ class RedisRecord(StreamRecord):
     @property
     def value(self) -> bytes | None:
         """The ``value`` field, or the only field of a one-field entry."""
-        found = self.fields.get(REDIS_VALUE_FIELD.encode())
-        if found is None and len(self.fields) == 1:
-            found = next(iter(self.fields.values()))
-        return found
+        flat_fields = self._flat_fields
+        if len(flat_fields) == 2:
+            # One field: the value whatever its name.
+            return flat_fields[1]
+        return self.fields.get(REDIS_VALUE_FIELD.encode())
 
     @property
     def key(self) -> bytes | None:
