@@ -238,16 +238,31 @@ class StreamConsumer:
                 reply = await self._read(
                     {stream: after_id}, self.options.batch_size, None
                 )
-                records = parse_reply(reply)
-                if not records:
+                entries = only_stream_entries(reply)
+                if not entries:
                     break
-                after_id = records[-1].raw_id
+                after_id = entries[-1][0]
+                self._forget_deleted(stream, entries)
+                records = parse_entries(stream, entries)
                 busy = self._busy_ids()
                 idle = [r for r in records if r.item_id not in busy]
                 if idle:
                     await self._slots.acquire()
                     self._spawn(await self._with_deliveries(idle))
                     await self._drain_batches()
+
+    def _forget_deleted(self, stream: str, entries: Any) -> None:
+        """Acknowledge pending entries deleted since they were read (``XDEL``,
+        ``MAXLEN`` trimming): nothing is left to hand over, and unacknowledged
+        they would stay pending forever."""
+        deleted = [entry_id for entry_id, fields in entries if fields is None]
+        if deleted:
+            self._log.warning(
+                "source.redis_pending_entries_deleted",
+                stream=stream,
+                entries=len(deleted),
+            )
+            self._unacked.setdefault(stream, []).extend(deleted)
 
     async def _next_batch(self) -> list[RedisRecord]:
         """Claimed entries if any are due, else new ones, up to the batch limits."""
@@ -501,6 +516,15 @@ def parse_reply(reply: Any) -> list[RedisRecord]:
     for stream, entries in reply or ():
         records.extend(parse_entries(stream, entries))
     return records
+
+
+def only_stream_entries(reply: Any) -> Any:
+    """The ``[id, fields]`` entries of an ``XREADGROUP`` reply for one stream."""
+    if not reply:
+        return []
+    if isinstance(reply, dict):
+        return next(iter(reply.values()))
+    return reply[0][1]
 
 
 def parse_entries(stream: bytes | str, entries: Any) -> list[RedisRecord]:

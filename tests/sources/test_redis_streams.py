@@ -321,6 +321,35 @@ async def test_a_configured_consumer_takes_back_its_own_pending_entries(
     assert seen == list(range(5))
 
 
+async def test_own_pending_entries_deleted_meanwhile_are_acknowledged(
+    start_platform: Any, client: Any, redis_url: str
+) -> None:
+    """Entries read before a crash and deleted since (XDEL, trimming) have
+    nothing to hand over: they are acknowledged, the others handled, and
+    nothing stays pending."""
+    stream, seen = unique("deleted"), []
+    await client.xgroup_create(stream, "own", "0", mkstream=True)
+    ids = await publish(client, stream, list(range(6)))
+    await client.xreadgroup("own", "worker-1", {stream: ">"}, count=6)
+    await client.xdel(stream, ids[0], ids[3], ids[4])
+    app = App()
+
+    @app.redis_stream(
+        stream, url=redis_url, consumer="worker-1", claim_idle=3600, batch_size=2
+    )
+    async def own(batch: Any, context: Any) -> None:
+        seen.extend(record.json() for record in batch)
+
+    with capture_logs() as logs:
+        await start_platform(app)
+        await wait_until(lambda: len(seen) == 3, "the records left")
+        await eventually(lambda: pending_count(client, stream, "own"), 0)
+
+    assert seen == [1, 2, 5]
+    deleted = [e for e in logs if e["event"] == "source.redis_pending_entries_deleted"]
+    assert sum(e["entries"] for e in deleted) == 3
+
+
 async def test_consumption_resumes_after_the_connection_is_killed(
     start_platform: Any, client: Any, redis_url: str
 ) -> None:
