@@ -462,6 +462,38 @@ async def test_submit_many_stores_a_burst_in_one_write(settings: Settings) -> No
     await invoker.shutdown()
 
 
+async def test_finished_events_are_deleted_in_batches_before_shutdown(
+    settings: Settings,
+) -> None:
+    """Deletes of finished events go to the store in batches behind the
+    deliveries; shutting down as the last handler returns still writes them
+    all, and the queued gauge counts only what was deleted."""
+    app = App()
+    seen: list[int] = []
+    all_seen = asyncio.Event()
+
+    @app.function()
+    async def quick(event: int, context: Any) -> None:
+        seen.append(event)
+        if len(seen) == 1000:
+            all_seen.set()
+
+    invoker = await started(app, settings)
+    queue = invoker.async_queue
+    assert isinstance(queue, DurableAsyncQueue)
+    await queue.submit_many("quick", [(n, f"r-{n}", None) for n in range(1000)])
+    await asyncio.wait_for(all_seen.wait(), 10)
+    await invoker.shutdown()
+
+    database = Path(settings.state_dir) / "asyncq.sqlite3"
+    with sqlite3.connect(database) as db:
+        assert db.execute("SELECT count(*) FROM events").fetchone() == (0,)
+    queued = invoker.metrics.registry.get_sample_value(
+        "fnplane_async_events_queued", {"function": "quick"}
+    )
+    assert queued == 0
+
+
 async def test_submit_many_stores_nothing_if_one_event_is_not_json(
     settings: Settings,
 ) -> None:

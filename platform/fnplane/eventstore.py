@@ -117,8 +117,9 @@ class EventStore(Protocol):
     async def retry(self, event: QueuedEvent) -> None:
         """Store the event's progress and make it pending at ``due_at_ms``."""
 
-    async def finish(self, event_id: str) -> None:
-        """Forget a finished event (succeeded or sent to a destination)."""
+    async def finish_many(self, event_ids: list[str]) -> None:
+        """Forget finished events (succeeded or sent to a destination), in
+        one write."""
 
     async def release(self, events: list[QueuedEvent]) -> None:
         """Give claimed events that were not started back to the pending set."""
@@ -261,9 +262,9 @@ class SqliteEventStore:
         """Store progress and make the event pending again at its due time."""
         await self._write(("retry", event))
 
-    async def finish(self, event_id: str) -> None:
-        """Delete a finished event."""
-        await self._write(("finish", event_id))
+    async def finish_many(self, event_ids: list[str]) -> None:
+        """Delete finished events in the next group commit."""
+        await self._write(("finish", event_ids))
 
     async def release(self, events: list[QueuedEvent]) -> None:
         """Make claimed, unstarted events pending again."""
@@ -347,8 +348,9 @@ class SqliteEventStore:
                 return self._insert(db, event, owner, remember_until_ms)
             case ("retry", event):
                 db.execute(RETRY_SQL, (*event.to_row()[6:], event.event_id))
-            case ("finish", event_id):
-                db.execute("DELETE FROM events WHERE event_id = ?", (event_id,))
+            case ("finish", event_ids):
+                rows = [(event_id,) for event_id in event_ids]
+                db.executemany("DELETE FROM events WHERE event_id = ?", rows)
             case ("claim", function, now_ms, limit):
                 args = (self.owner, function, now_ms, limit)
                 return db.execute(CLAIM_SQL, args).fetchall()
