@@ -210,7 +210,10 @@ class DurableAsyncQueue:
             )
         finally:
             lane.reserved -= claim
-        return self._accepted(lane, queued, accepted, claim)
+        self._accepted(lane, queued, accepted, claim)
+        self._count_received(function, int(accepted))
+        self._pump(lane)
+        return accepted
 
     async def submit_many(
         self,
@@ -245,34 +248,34 @@ class DurableAsyncQueue:
             accepted = await self.store.add_many(additions)
         finally:
             lane.reserved -= claims
-        return [
+        for (event, claim, _), stored in zip(additions, accepted, strict=True):
             self._accepted(lane, event, stored, claim)
-            for (event, claim, _), stored in zip(additions, accepted, strict=True)
-        ]
+        self._count_received(function, sum(accepted))
+        self._pump(lane)
+        return accepted
 
     def _accepted(
         self, lane: Lane, queued: QueuedEvent, accepted: bool, claim: bool
-    ) -> bool:
-        stats = self.metrics.function(queued.function)
+    ) -> None:
         if not accepted:
-            stats.duplicates.inc()
+            self.metrics.function(queued.function).duplicates.inc()
             logger.info(
                 "asyncq.duplicate",
                 function=queued.function,
                 event_id=queued.event_id,
                 request_id=queued.request_id,
             )
-            self._pump(lane)
-            return False
-
-        stats.received.inc()
-        stats.queued.inc()
-        if claim:
+        elif claim:
             lane.ready.append(queued)
         else:
             lane.backlog = True
-        self._pump(lane)
-        return True
+
+    def _count_received(self, function: str, count: int) -> None:
+        # Counted once a write: each update of a metric takes a lock.
+        if count:
+            stats = self.metrics.function(function)
+            stats.received.inc(count)
+            stats.queued.inc(count)
 
     def _remember_until(
         self, event_id: str | None, remember_s: float | None
@@ -500,8 +503,11 @@ class DurableAsyncQueue:
                         "asyncq.finish_failed", events=len(batch), error=str(exc)
                     )
                     continue
+                finished: dict[str, int] = {}
                 for _, function in batch:
-                    self.metrics.function(function).queued.dec()
+                    finished[function] = finished.get(function, 0) + 1
+                for function, count in finished.items():
+                    self.metrics.function(function).queued.dec(count)
         finally:
             self._finish_writer = None
 
