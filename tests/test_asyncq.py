@@ -19,6 +19,7 @@ from fnplane import App
 from fnplane.asyncq import DurableAsyncQueue
 from fnplane.config import Settings
 from fnplane.errors import FnplaneError
+from fnplane.events.s3 import FileVersion, S3Event
 from fnplane.invoke import Invoker
 from fnplane.policy import Backoff
 
@@ -492,6 +493,59 @@ async def test_finished_events_are_deleted_in_batches_before_shutdown(
         "fnplane_async_events_queued", {"function": "quick"}
     )
     assert queued == 0
+
+
+async def test_first_attempt_of_a_file_event_skips_decoding_retries_decode(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """An S3Event's first attempt receives the event as submitted (no hold
+    remains on it); its retry receives one decoded from the store, equal to
+    it."""
+    app = App()
+    received: list[S3Event] = []
+
+    @app.function(retries=1, backoff=FAST)
+    async def load(event: S3Event, context: Any) -> None:
+        received.append(event)
+        if len(received) == 1:
+            raise RuntimeError("first attempt fails")
+
+    invoker = await started(app, settings)
+    version = FileVersion(str(tmp_path / "a.csv"), "inbox", "a.csv", 3, 7, 11)
+    submitted = S3Event(version, "r-file", "load")
+    await invoker.async_queue.submit("load", submitted, "r-file", "e-file")
+    await wait_for(lambda: len(received) == 2)
+
+    assert received[0] is submitted
+    assert received[1] is not submitted
+    assert received[1].version == version
+    assert dict(received[1]) == dict(submitted)
+    await invoker.shutdown()
+
+
+async def test_an_event_changed_after_submit_runs_as_submitted(
+    settings: Settings,
+) -> None:
+    """A dict event changed by its submitter after submit returned reaches
+    the handler as it was when stored."""
+    app = App()
+    release = asyncio.Event()
+    received: list[Any] = []
+
+    @app.function()
+    async def record(event: Any, context: Any) -> None:
+        await release.wait()
+        received.append(event)
+
+    invoker = await started(app, settings)
+    event = {"n": 1}
+    await invoker.invoke_async("record", event)
+    event["n"] = 2
+    release.set()
+    await wait_for(lambda: received)
+
+    assert received == [{"n": 1}]
+    await invoker.shutdown()
 
 
 async def test_submit_many_stores_nothing_if_one_event_is_not_json(

@@ -35,7 +35,7 @@ from fnplane.destinations import (
     FunctionDestination,
 )
 from fnplane.errors import FnplaneError
-from fnplane.events.codec import decode_event, encode_event
+from fnplane.events.codec import decode_event, encode_event, reusable_event
 from fnplane.eventstore import EventStore, QueuedEvent, now_ms
 from fnplane.records import (
     EVENT_AGE_EXCEEDED,
@@ -376,9 +376,15 @@ class DurableAsyncQueue:
         event.attempts += 1
         event.first_attempt_at_ms = event.first_attempt_at_ms or started_ms
         event.last_attempt_at_ms = started_ms
+        handler_event = event.handler_event
+        if handler_event is None:
+            handler_event = decode_event(event.kind, event.payload)
+        else:
+            # A retry decodes the stored document, as after a restart.
+            event.handler_event = None
         result = await self._invoker.invoke(
             function.name,
-            decode_event(event.kind, event.payload),
+            handler_event,
             request_id=event.request_id,
             attempt=event.attempts,
             wait_for_slot=True,
@@ -561,9 +567,11 @@ def queued_event(
 ) -> QueuedEvent:
     """The stored form of an event accepted at ``at_ms``."""
     kind, payload = encode_event(event)
-    return QueuedEvent(
+    queued = QueuedEvent(
         event_id or request_id, function, request_id, kind, payload, at_ms, 0
     )
+    queued.handler_event = reusable_event(event)
+    return queued
 
 
 def lane_window(function: Function) -> int:

@@ -29,7 +29,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import IO, Any, Protocol
 
@@ -65,13 +65,18 @@ class QueuedEvent:
     first_attempt_at_ms: int | None = None
     last_attempt_at_ms: int | None = None
     outcome: str | None = None
+    # What the handler receives on the first attempt, when the queue has it
+    # at hand (see ``codec.reusable_event``); never stored.
+    handler_event: Any = field(default=None, repr=False, compare=False)
 
     def to_row(self) -> tuple[Any, ...]:
         """The values in column order."""
         return tuple(getattr(self, column) for column in COLUMNS)
 
 
-COLUMNS = tuple(field.name for field in fields(QueuedEvent))
+COLUMNS = tuple(
+    column.name for column in fields(QueuedEvent) if column.name != "handler_event"
+)
 # One event to store: the event, whether to claim it, how long to remember it.
 Addition = tuple[QueuedEvent, bool, int | None]
 
