@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -32,7 +32,7 @@ from fnplane.asyncq_metrics import AsyncQueueMetrics
 from fnplane.destinations import (
     DestinationError,
     DestinationSender,
-    FunctionDestination,
+    check_destinations,
 )
 from fnplane.errors import FnplaneError
 from fnplane.events.codec import decode_event, encode_event, reusable_event
@@ -509,9 +509,7 @@ class DurableAsyncQueue:
                         "asyncq.finish_failed", events=len(batch), error=str(exc)
                     )
                     continue
-                finished: dict[str, int] = {}
-                for _, function in batch:
-                    finished[function] = finished.get(function, 0) + 1
+                finished = Counter(function for _, function in batch)
                 for function, count in finished.items():
                     self.metrics.function(function).queued.dec(count)
         finally:
@@ -579,25 +577,6 @@ def lane_window(function: Function) -> int:
     if function.concurrency is None:
         return UNBOUNDED_LANE_WINDOW
     return min(function.concurrency, UNBOUNDED_LANE_WINDOW)
-
-
-def check_destinations(invoker: Invoker) -> None:
-    """Raise if a function destination names a function that is not registered."""
-    functions = invoker.app.functions
-    for function in functions.values():
-        policy = function.async_policy
-        for option, destination in (
-            ("on_success", policy.on_success),
-            ("on_failure", policy.on_failure),
-        ):
-            if isinstance(destination, FunctionDestination) and (
-                destination.name not in functions
-            ):
-                raise FnplaneError(
-                    f"function {function.name!r}: {option} names function "
-                    f"{destination.name!r}, which is not registered (known: "
-                    f"{', '.join(sorted(functions))})"
-                )
 
 
 def create_async_queue(invoker: Invoker, settings: Settings) -> DurableAsyncQueue:
