@@ -201,6 +201,67 @@ async def test_throttled_events_wait_for_a_slot(settings: Settings) -> None:
     await invoker.shutdown()
 
 
+async def test_suspending_handlers_run_side_by_side_up_to_the_concurrency(
+    settings: Settings,
+) -> None:
+    """Events whose handlers suspend each get a worker of their own, up to
+    the function's concurrency, and no more."""
+    app = App()
+    gate = asyncio.Event()
+    running: list[int] = []
+    done: list[int] = []
+
+    @app.function(concurrency=4)
+    async def wide(event: int, context: Any) -> None:
+        running.append(event)
+        await gate.wait()
+        running.remove(event)
+        done.append(event)
+
+    invoker = await started(app, settings)
+    queue = invoker.async_queue
+    assert isinstance(queue, DurableAsyncQueue)
+    await queue.submit_many("wide", [(n, f"r-{n}", None) for n in range(10)])
+    await wait_for(lambda: len(running) == 4)
+    for _ in range(10):
+        await asyncio.sleep(0)
+    assert len(running) == 4
+
+    gate.set()
+    await wait_for(lambda: len(done) == 10)
+    assert sorted(done) == list(range(10))
+    await invoker.shutdown()
+
+
+async def test_a_timeout_ends_one_invocation_and_delivery_goes_on(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """An invocation past its timeout fails alone: the events delivered
+    after it, one at a time, all succeed."""
+    app = App()
+    handled: list[int] = []
+
+    @app.function(
+        concurrency=1, timeout=0.1, retries=0, on_failure=f"folder:{tmp_path}"
+    )
+    async def stuck_once(event: int, context: Any) -> None:
+        if event == 0:
+            await asyncio.sleep(60)
+        handled.append(event)
+
+    invoker = await started(app, settings)
+    queue = invoker.async_queue
+    assert isinstance(queue, DurableAsyncQueue)
+    await queue.submit_many("stuck_once", [(n, f"r-{n}", None) for n in range(5)])
+    await wait_for(lambda: len(handled) == 4 and records(tmp_path))
+
+    assert handled == [1, 2, 3, 4]
+    (failure,) = records(tmp_path)
+    assert failure["requestPayload"] == 0
+    assert failure["responsePayload"]["errorType"] == "Sandbox.Timedout"
+    await invoker.shutdown()
+
+
 async def test_stored_events_are_delivered_after_restart(settings: Settings) -> None:
     """Events accepted by a queue that stopped mid-way run on the next start."""
     first_app, second_app = App(), App()

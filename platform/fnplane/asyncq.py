@@ -57,6 +57,8 @@ UNBOUNDED_LANE_WINDOW = 256
 # One event to submit: the event, its request id, its event id (or None).
 Submission = tuple[Any, str, str | None]
 POLL_INTERVAL_S = 1.0
+# A worker gives the loop a turn after this many deliveries in a row.
+WORKER_TURN = 64
 # A destination that cannot take a record is retried at this pace, forever:
 # the record is the only trace of the event, so it is never dropped.
 DESTINATION_RETRY_S = 5.0
@@ -109,12 +111,17 @@ class DeliveryHooks(Protocol):
 
 @dataclass(slots=True)
 class Lane:
-    """One function's claimed events: waiting to start, and running."""
+    """One function's claimed events: waiting to start, and running.
+
+    ``running`` counts the lane's workers, each delivering one event at a
+    time; ``starting`` is true while the newest has not taken an event yet.
+    """
 
     function: Function
     window: int
     ready: deque[QueuedEvent] = field(default_factory=deque)
     running: int = 0
+    starting: bool = False
     reserved: int = 0
     backlog: bool = True
 
@@ -292,15 +299,40 @@ class DurableAsyncQueue:
         return now_ms() + int(remember_s * 1000)
 
     def _pump(self, lane: Lane) -> None:
-        """Start the lane's ready events while it has free concurrency."""
-        while lane.ready and lane.running < lane.window:
-            event = lane.ready.popleft()
+        """Have a worker on its way while ready events wait and the lane has
+        free concurrency; wake the dispatcher if the lane has room."""
+        if lane.ready and not lane.starting and lane.running < lane.window:
             lane.running += 1
-            task = asyncio.create_task(self._deliver(lane, event))
+            lane.starting = True
+            task = asyncio.create_task(self._work(lane))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
         if lane.backlog and lane.room > 0 and not self._draining:
             self._wake.set()
+
+    async def _work(self, lane: Lane) -> None:
+        """Deliver the lane's ready events one after another, then end.
+
+        A task per event cost about 3.5 µs. A worker delivers an event whose
+        handler does not suspend within its own step and takes the next at
+        once; before each delivery it has another worker started while
+        events wait, so events whose handlers suspend still run side by
+        side, up to the lane's window.
+        """
+        lane.starting = False
+        delivered = 0
+        try:
+            while lane.ready:
+                event = lane.ready.popleft()
+                self._pump(lane)
+                await self._deliver(lane.function, event)
+                delivered += 1
+                if delivered % WORKER_TURN == 0:
+                    # Let the loop read files and requests between deliveries.
+                    await asyncio.sleep(0)
+        finally:
+            lane.running -= 1
+            self._pump(lane)
 
     async def _dispatch(self) -> None:
         """Claim due events from the store into lanes with room, forever."""
@@ -341,9 +373,9 @@ class DurableAsyncQueue:
         for lane in self._lanes.values():
             lane.backlog = True
 
-    async def _deliver(self, lane: Lane, event: QueuedEvent) -> None:
+    async def _deliver(self, function: Function, event: QueuedEvent) -> None:
         try:
-            await self._attempt(lane.function, event)
+            await self._attempt(function, event)
         except Exception as exc:
             # The event stays claimed in the store; a restart or takeover
             # delivers it again.
@@ -353,9 +385,6 @@ class DurableAsyncQueue:
                 event_id=event.event_id,
                 exc_info=exc,
             )
-        finally:
-            lane.running -= 1
-            self._pump(lane)
 
     async def _attempt(self, function: Function, event: QueuedEvent) -> None:
         if event.outcome is not None:
