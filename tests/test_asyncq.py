@@ -19,6 +19,7 @@ from fnplane import App
 from fnplane.asyncq import DurableAsyncQueue
 from fnplane.config import Settings
 from fnplane.errors import FnplaneError
+from fnplane.events.s3 import FileVersion, S3Event
 from fnplane.invoke import Invoker
 from fnplane.policy import Backoff
 
@@ -197,6 +198,67 @@ async def test_throttled_events_wait_for_a_slot(settings: Settings) -> None:
     await wait_for(lambda: len(done) == 20)
     assert sorted(done) == list(range(20))
     assert peak[0] == 1
+    await invoker.shutdown()
+
+
+async def test_suspending_handlers_run_side_by_side_up_to_the_concurrency(
+    settings: Settings,
+) -> None:
+    """Events whose handlers suspend each get a worker of their own, up to
+    the function's concurrency, and no more."""
+    app = App()
+    gate = asyncio.Event()
+    running: list[int] = []
+    done: list[int] = []
+
+    @app.function(concurrency=4)
+    async def wide(event: int, context: Any) -> None:
+        running.append(event)
+        await gate.wait()
+        running.remove(event)
+        done.append(event)
+
+    invoker = await started(app, settings)
+    queue = invoker.async_queue
+    assert isinstance(queue, DurableAsyncQueue)
+    await queue.submit_many("wide", [(n, f"r-{n}", None) for n in range(10)])
+    await wait_for(lambda: len(running) == 4)
+    for _ in range(10):
+        await asyncio.sleep(0)
+    assert len(running) == 4
+
+    gate.set()
+    await wait_for(lambda: len(done) == 10)
+    assert sorted(done) == list(range(10))
+    await invoker.shutdown()
+
+
+async def test_a_timeout_ends_one_invocation_and_delivery_goes_on(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """An invocation past its timeout fails alone: the events delivered
+    after it, one at a time, all succeed."""
+    app = App()
+    handled: list[int] = []
+
+    @app.function(
+        concurrency=1, timeout=0.1, retries=0, on_failure=f"folder:{tmp_path}"
+    )
+    async def stuck_once(event: int, context: Any) -> None:
+        if event == 0:
+            await asyncio.sleep(60)
+        handled.append(event)
+
+    invoker = await started(app, settings)
+    queue = invoker.async_queue
+    assert isinstance(queue, DurableAsyncQueue)
+    await queue.submit_many("stuck_once", [(n, f"r-{n}", None) for n in range(5)])
+    await wait_for(lambda: len(handled) == 4 and records(tmp_path))
+
+    assert handled == [1, 2, 3, 4]
+    (failure,) = records(tmp_path)
+    assert failure["requestPayload"] == 0
+    assert failure["responsePayload"]["errorType"] == "Sandbox.Timedout"
     await invoker.shutdown()
 
 
@@ -459,6 +521,91 @@ async def test_submit_many_stores_a_burst_in_one_write(settings: Settings) -> No
     release.set()
     await wait_for(lambda: len(seen) == 301)
     assert sorted(seen) == [-1, *range(300)]
+    await invoker.shutdown()
+
+
+async def test_finished_events_are_deleted_in_batches_before_shutdown(
+    settings: Settings,
+) -> None:
+    """Deletes of finished events go to the store in batches behind the
+    deliveries; shutting down as the last handler returns still writes them
+    all, and the queued gauge counts only what was deleted."""
+    app = App()
+    seen: list[int] = []
+    all_seen = asyncio.Event()
+
+    @app.function()
+    async def quick(event: int, context: Any) -> None:
+        seen.append(event)
+        if len(seen) == 1000:
+            all_seen.set()
+
+    invoker = await started(app, settings)
+    queue = invoker.async_queue
+    assert isinstance(queue, DurableAsyncQueue)
+    await queue.submit_many("quick", [(n, f"r-{n}", None) for n in range(1000)])
+    await asyncio.wait_for(all_seen.wait(), 10)
+    await invoker.shutdown()
+
+    database = Path(settings.state_dir) / "asyncq.sqlite3"
+    with sqlite3.connect(database) as db:
+        assert db.execute("SELECT count(*) FROM events").fetchone() == (0,)
+    queued = invoker.metrics.registry.get_sample_value(
+        "fnplane_async_events_queued", {"function": "quick"}
+    )
+    assert queued == 0
+
+
+async def test_first_attempt_of_a_file_event_skips_decoding_retries_decode(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """An S3Event's first attempt receives the event as submitted (no hold
+    remains on it); its retry receives one decoded from the store, equal to
+    it."""
+    app = App()
+    received: list[S3Event] = []
+
+    @app.function(retries=1, backoff=FAST)
+    async def load(event: S3Event, context: Any) -> None:
+        received.append(event)
+        if len(received) == 1:
+            raise RuntimeError("first attempt fails")
+
+    invoker = await started(app, settings)
+    version = FileVersion(str(tmp_path / "a.csv"), "inbox", "a.csv", 3, 7, 11)
+    submitted = S3Event(version, "r-file", "load")
+    await invoker.async_queue.submit("load", submitted, "r-file", "e-file")
+    await wait_for(lambda: len(received) == 2)
+
+    assert received[0] is submitted
+    assert received[1] is not submitted
+    assert received[1].version == version
+    assert dict(received[1]) == dict(submitted)
+    await invoker.shutdown()
+
+
+async def test_an_event_changed_after_submit_runs_as_submitted(
+    settings: Settings,
+) -> None:
+    """A dict event changed by its submitter after submit returned reaches
+    the handler as it was when stored."""
+    app = App()
+    release = asyncio.Event()
+    received: list[Any] = []
+
+    @app.function()
+    async def record(event: Any, context: Any) -> None:
+        await release.wait()
+        received.append(event)
+
+    invoker = await started(app, settings)
+    event = {"n": 1}
+    await invoker.invoke_async("record", event)
+    event["n"] = 2
+    release.set()
+    await wait_for(lambda: received)
+
+    assert received == [{"n": 1}]
     await invoker.shutdown()
 
 

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import http.client
 import json
+import sqlite3
 import textwrap
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -125,8 +127,41 @@ def test_http_events_accepted_before_a_kill_are_delivered(
 ) -> None:
     """Every Event invocation answered 202 before kill -9 runs after restart."""
     platform.start()
+    send_events(platform, 200)
+    platform.kill()
+    assert len(platform.handled("http")) < 200, "the kill came too late to prove it"
+
+    platform.start()
+    expected = {str(number) for number in range(200)}
+    wait_until(lambda: platform.handled("http") >= expected, "every event handled")
+
+
+def test_events_finished_around_a_kill_are_deleted_after_the_restart(
+    platform: RunningPlatform,
+) -> None:
+    """Finished events are deleted in batches: kill -9 while they are, restart,
+    stop gracefully: every event was handled and the store holds none, so an
+    event finished but not deleted at the kill was delivered again and then
+    deleted, and the last batch of deletes was written at shutdown."""
+    platform.start()
+    send_events(platform, 300)
+    wait_until(lambda: len(platform.handled("http")) >= 50, "deliveries under way")
+    platform.kill()
+    assert len(platform.handled("http")) < 300, "the kill came too late to prove it"
+
+    platform.start()
+    expected = {str(number) for number in range(300)}
+    wait_until(lambda: platform.handled("http") >= expected, "every event handled")
+    assert platform.stop() == 0
+    database = platform.tmp / f"state-{platform.name}" / "asyncq.sqlite3"
+    with closing(sqlite3.connect(database)) as store:
+        assert store.execute("SELECT count(*) FROM events").fetchone() == (0,)
+
+
+def send_events(platform: RunningPlatform, count: int) -> None:
+    """POST ``count`` Event invocations to /work; each must be accepted (202)."""
     connection = http.client.HTTPConnection("127.0.0.1", platform.port, timeout=10)
-    for number in range(200):
+    for number in range(count):
         connection.request(
             "POST",
             "/work",
@@ -140,9 +175,3 @@ def test_http_events_accepted_before_a_kill_are_delivered(
         response.read()
         assert response.status == 202
     connection.close()
-    platform.kill()
-    assert len(platform.handled("http")) < 200, "the kill came too late to prove it"
-
-    platform.start()
-    expected = {str(number) for number in range(200)}
-    wait_until(lambda: platform.handled("http") >= expected, "every event handled")

@@ -243,3 +243,22 @@ def write_record(folder: Path, record: dict[str, Any]) -> Path:
         os.fsync(file.fileno())
     os.replace(temporary, final)
     return final
+
+
+def check_destinations(invoker: Invoker) -> None:
+    """Raise if a function destination names a function that is not registered."""
+    functions = invoker.app.functions
+    for function in functions.values():
+        policy = function.async_policy
+        for option, destination in (
+            ("on_success", policy.on_success),
+            ("on_failure", policy.on_failure),
+        ):
+            if isinstance(destination, FunctionDestination) and (
+                destination.name not in functions
+            ):
+                raise FnplaneError(
+                    f"function {function.name!r}: {option} names function "
+                    f"{destination.name!r}, which is not registered (known: "
+                    f"{', '.join(sorted(functions))})"
+                )

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
+import operator
 import os
 import socket
 import sqlite3
@@ -29,7 +30,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import IO, Any, Protocol
 
@@ -65,13 +66,21 @@ class QueuedEvent:
     first_attempt_at_ms: int | None = None
     last_attempt_at_ms: int | None = None
     outcome: str | None = None
+    # What the handler receives on the first attempt, when the queue has it
+    # at hand (see ``codec.reusable_event``); never stored.
+    handler_event: Any = field(default=None, repr=False, compare=False)
 
     def to_row(self) -> tuple[Any, ...]:
         """The values in column order."""
-        return tuple(getattr(self, column) for column in COLUMNS)
+        row: tuple[Any, ...] = _row_of(self)
+        return row
 
 
-COLUMNS = tuple(field.name for field in fields(QueuedEvent))
+COLUMNS = tuple(
+    column.name for column in fields(QueuedEvent) if column.name != "handler_event"
+)
+# Reads the columns in C: a quarter of a generator's time, on every write.
+_row_of = operator.attrgetter(*COLUMNS)
 # One event to store: the event, whether to claim it, how long to remember it.
 Addition = tuple[QueuedEvent, bool, int | None]
 
@@ -117,8 +126,9 @@ class EventStore(Protocol):
     async def retry(self, event: QueuedEvent) -> None:
         """Store the event's progress and make it pending at ``due_at_ms``."""
 
-    async def finish(self, event_id: str) -> None:
-        """Forget a finished event (succeeded or sent to a destination)."""
+    async def finish_many(self, event_ids: list[str]) -> None:
+        """Forget finished events (succeeded or sent to a destination), in
+        one write."""
 
     async def release(self, events: list[QueuedEvent]) -> None:
         """Give claimed events that were not started back to the pending set."""
@@ -261,9 +271,9 @@ class SqliteEventStore:
         """Store progress and make the event pending again at its due time."""
         await self._write(("retry", event))
 
-    async def finish(self, event_id: str) -> None:
-        """Delete a finished event."""
-        await self._write(("finish", event_id))
+    async def finish_many(self, event_ids: list[str]) -> None:
+        """Delete finished events in the next group commit."""
+        await self._write(("finish", event_ids))
 
     async def release(self, events: list[QueuedEvent]) -> None:
         """Make claimed, unstarted events pending again."""
@@ -347,8 +357,9 @@ class SqliteEventStore:
                 return self._insert(db, event, owner, remember_until_ms)
             case ("retry", event):
                 db.execute(RETRY_SQL, (*event.to_row()[6:], event.event_id))
-            case ("finish", event_id):
-                db.execute("DELETE FROM events WHERE event_id = ?", (event_id,))
+            case ("finish", event_ids):
+                rows = [(event_id,) for event_id in event_ids]
+                db.executemany("DELETE FROM events WHERE event_id = ?", rows)
             case ("claim", function, now_ms, limit):
                 args = (self.owner, function, now_ms, limit)
                 return db.execute(CLAIM_SQL, args).fetchall()

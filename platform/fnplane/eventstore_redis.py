@@ -192,9 +192,11 @@ class RedisEventStore:
         """Store progress; pending again at ``due_at_ms``."""
         await self._batcher.submit(("retry", event))
 
-    async def finish(self, event_id: str) -> None:
-        """Delete the finished event."""
-        await self._batcher.submit(("finish", event_id))
+    async def finish_many(self, event_ids: list[str]) -> None:
+        """Delete the finished events, in one pipeline."""
+        await self._batcher.submit_many(
+            [("finish", event_id) for event_id in event_ids]
+        )
 
     async def release(self, events: list[QueuedEvent]) -> None:
         """Give unstarted claimed events back to the due sets."""

@@ -13,6 +13,9 @@ JSON. Three kinds keep their type across the store:
 The handler receives the decoded document on every attempt, the first one
 included, so an event looks the same whether or not the platform restarted
 in between, and a handler that mutates its event cannot change a retry's.
+The one exception, ``reusable_event``, is invisible to the handler: a file
+event's first attempt gets the ``S3Event`` as submitted, equal to its
+decoded form, sparing a decode (about 6 µs) a file.
 """
 
 from __future__ import annotations
@@ -27,6 +30,9 @@ from fnplane.events.s3 import S3Event
 JSON_KIND = "json"
 HTTP_KIND = "http"
 S3_KIND = "s3"
+# Made once: json.dumps given any option builds a new encoder at every call.
+COMPACT_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+COMPACT_ASCII_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True)
 
 
 class EventEncodingError(FnplaneError, TypeError):
@@ -43,15 +49,24 @@ def encode_event(event: Any) -> tuple[str, str]:
         kind, document = JSON_KIND, event
     # A file path may hold surrogates (a name that is not UTF-8): escape
     # them, as the store keeps UTF-8 text.
-    ascii_only = kind == S3_KIND
+    encoder = COMPACT_ASCII_JSON if kind == S3_KIND else COMPACT_JSON
     try:
-        text = json.dumps(document, separators=(",", ":"), ensure_ascii=ascii_only)
+        text = encoder.encode(document)
     except (TypeError, ValueError) as exc:
         raise EventEncodingError(
             f"an asynchronous event must be JSON-serialisable to be stored "
             f"durably: {exc}; pass dicts, lists, strings, numbers, booleans or None"
         ) from exc
     return kind, text
+
+
+def reusable_event(event: Any) -> Any | None:
+    """``event`` itself if its first attempt may receive it as submitted,
+    without decoding the stored document: an ``S3Event``, which decodes to
+    an equal event and which its submitter (the file source) keeps no hold
+    on. Other events may be changed by their submitter after ``submit``
+    returns: None, and they are decoded."""
+    return event if isinstance(event, S3Event) else None
 
 
 def decode_event(kind: str, text: str) -> Any:
