@@ -20,7 +20,12 @@ One ``TopicConsumer`` per ``kafka`` trigger:
   never past one that is not.
 
 A cluster that is down at start or goes away is retried with backoff; the
-consumer resumes from the committed offsets, so nothing is skipped.
+consumer resumes from the committed offsets, so nothing is skipped. A cluster
+that goes away once the consumer runs is not an error aiokafka raises: it
+reconnects by itself, its fetches come back empty and its commits wait
+meanwhile. So the source watches the fetch responses of the partitions it
+reads, and says when none has come for a whole session, and when one comes
+again.
 """
 
 from __future__ import annotations
@@ -147,6 +152,11 @@ class TopicConsumer:
         # Counts revocations: records fetched before one may belong to a
         # partition that moved, and are fetched again from the commit.
         self._generation = 0
+        # Wall-clock seconds, as aiokafka's fetch timestamps are: when the
+        # partitions read last (re)started fetching, and when the cluster
+        # last answered before a silence (None while it answers).
+        self._fetching_since_s = time.time()
+        self._silent_since_s: float | None = None
         self._log = logger.bind(function=self.function, group=self.group)
 
     def check(self) -> None:
@@ -314,6 +324,7 @@ class TopicConsumer:
         idle = [tp for tp in self._paused if tp not in busy and tp in assigned]
         if idle:
             self._consumer.resume(*idle)
+            self._fetching_since_s = time.time()
         self._paused = busy
 
     def _pause(self, partitions: Any) -> None:
@@ -345,6 +356,7 @@ class TopicConsumer:
                 generation, fetched, count = self._generation, {}, 0
             if not got:
                 if window_ends is None:
+                    self._watch_contact()
                     return fetched
                 continue
             for tp, records in got.items():
@@ -353,6 +365,41 @@ class TopicConsumer:
             if window_ends is None:
                 window_ends = time.monotonic() + self.options.batch_window_s
         return self._within_bytes(fetched)
+
+    def _watch_contact(self) -> None:
+        """After an empty fetch: warn once no partition read has had a fetch
+        response for a session (the group gives them away then), and say when
+        one comes again.
+
+        A partition is fetched about every ``fetch_max_wait_ms`` (500 ms)
+        even when nothing arrives, so a whole session without a response
+        means the cluster is out of reach, not that the topic is quiet.
+        Paused partitions are not fetched and say nothing either way.
+        """
+        fetching = set(self._consumer.assignment()) - self._paused
+        if not fetching:
+            return
+        heard_at_s = max(
+            self._fetching_since_s,
+            *((self._consumer.last_poll_timestamp(tp) or 0) / 1000 for tp in fetching),
+        )
+        silent_s = time.time() - heard_at_s
+        if silent_s * 1000 >= self.session_timeout_ms:
+            if self._silent_since_s is None:
+                self._silent_since_s = heard_at_s
+                self._log.warning(
+                    "source.kafka_unavailable",
+                    bootstrap=self.bootstrap,
+                    error=f"no fetch response for {silent_s:.1f} s",
+                    partitions=len(fetching),
+                )
+        elif self._silent_since_s is not None:
+            self._log.info(
+                "source.kafka_reconnected",
+                bootstrap=self.bootstrap,
+                silent_s=round(heard_at_s - self._silent_since_s, 1),
+            )
+            self._silent_since_s = None
 
     def _within_bytes(self, fetched: dict[Any, list[Any]]) -> dict[Any, list[Any]]:
         """Cut the batch at ``max_batch_bytes`` (keys and values); the partitions
@@ -515,6 +562,7 @@ class TopicConsumer:
         """After a rebalance: a fresh assignment is unpaused, so the next fetch
         re-pauses what is still in flight."""
         self._paused = set()
+        self._fetching_since_s = time.time()
         self._log.info(
             "source.rebalanced",
             partitions=sorted(f"{tp.topic}-{tp.partition}" for tp in assigned),
