@@ -72,6 +72,10 @@ RECONNECT_CAP_S = 5.0
 # gives them up (their records go to the next owner uncommitted).
 REVOKE_WAIT_S = 10.0
 STOP_COMMIT_ATTEMPTS = 3
+# aiokafka's commit waits without end for a cluster it cannot reach; a stop
+# gives up on its last commit after this (those records come again to the
+# partitions' next owner), so a shutdown during an outage still ends.
+STOP_COMMIT_TIMEOUT_S = 5.0
 
 
 def create_source(invoker: Invoker) -> KafkaSource:
@@ -189,7 +193,7 @@ class TopicConsumer:
 
     async def stop(self, grace_s: float) -> None:
         """Wait up to ``grace_s`` for batches, abandon the rest, commit what is
-        done and leave the group."""
+        done (within ``STOP_COMMIT_TIMEOUT_S``) and leave the group."""
         self._intake = False
         self._stopping = True
         if self._loop_task is not None:
@@ -202,15 +206,28 @@ class TopicConsumer:
                 # next owner of its partition.
                 self.runner.stopping.set()
                 await asyncio.wait(late, timeout=1.0)
-        await self._commit_in_flight()
         if self._consumer is not None:
-            for _ in range(STOP_COMMIT_ATTEMPTS):
-                if await self._commit_owed():
-                    break
-                await asyncio.sleep(RECONNECT_BASE_S)
+            await self._commit_at_stop()
             await close_quietly(self._consumer, self._log)
         await self._dead_letters.close(self._log)
         self._log.info("source.kafka_stopped")
+
+    async def _commit_at_stop(self) -> None:
+        """Commit what is owed, within ``STOP_COMMIT_TIMEOUT_S``."""
+        try:
+            async with asyncio.timeout(STOP_COMMIT_TIMEOUT_S):
+                await self._commit_in_flight()
+                for _ in range(STOP_COMMIT_ATTEMPTS):
+                    if await self._commit_owed():
+                        return
+                    await asyncio.sleep(RECONNECT_BASE_S)
+        except TimeoutError:
+            self._log.warning(
+                "source.kafka_commit_abandoned",
+                bootstrap=self.bootstrap,
+                partitions=len(self._owed),
+                timeout_s=STOP_COMMIT_TIMEOUT_S,
+            )
 
     async def _connect(self) -> None:
         """Start a consumer, check the topics, subscribe with our listener."""

@@ -579,6 +579,42 @@ async def test_consumption_resumes_after_the_broker_is_cut_off(
     assert warning["error"].startswith("no fetch response for ")
 
 
+async def test_a_stop_during_an_outage_ends_and_loses_nothing(
+    proxied_broker: tuple[str, TcpProxy], spared_producer: Any, start_platform: Any
+) -> None:
+    """Stopped while the cluster is out of reach with a commit owed, the source
+    gives up the commit after a bound and says so; the records come again to
+    the group's next consumer."""
+    bootstrap, proxy = proxied_broker
+    topic = await create_topic(bootstrap, unique("stop-outage"))
+    seen: list[int] = []
+    in_flight, release = asyncio.Event(), asyncio.Event()
+    app = App()
+
+    @app.kafka(topic, bootstrap=bootstrap, group=topic, **fast())
+    async def patient(batch: Any, context: Any) -> None:
+        in_flight.set()
+        await release.wait()
+        seen.extend(record.json() for record in batch)
+
+    await publish(spared_producer, topic, [1, 2, 3])
+    platform = await start_platform(app)
+    await wait_until(in_flight.is_set, "a batch in flight")
+    await proxy.cut()
+    release.set()
+    await wait_until(lambda: seen != [], "the batch to end")
+    handled = len(seen)
+    with capture_logs() as logs:
+        async with asyncio.timeout(WAIT_S):
+            await platform.stop()
+    await proxy.restore()
+    await start_platform(app)
+    await wait_until(lambda: len(seen) >= handled + 3, "the records again")
+
+    assert logged(logs, "source.kafka_commit_abandoned")()
+    assert seen[handled:] == [1, 2, 3]
+
+
 async def test_max_batch_bytes_cuts_batches_and_keeps_every_record_in_order(
     start_platform: Any, producer: Any, kafka_bootstrap: str
 ) -> None:
