@@ -8,9 +8,10 @@ the same port. Unlike stopping the broker, the broker and its data live on.
 
 Kafka clients connect wherever the broker's metadata points them, so every
 client of a broker advertised on the proxy's port goes through the proxy.
-A client named in ``spare`` (by the ``client_id`` in its first request's
-header, which every Kafka request carries) keeps its connections through a
-cut: a test producer can go on writing while the consumers are cut off.
+With ``kafka=True`` the proxy reads the ``client_id`` in each connection's
+first request header (every Kafka request carries one), and a client named
+in ``cut(spare=...)`` keeps its connections: a test producer can go on
+writing while the consumers are cut off.
 """
 
 from __future__ import annotations
@@ -29,11 +30,13 @@ RESET_ON_CLOSE = struct.pack("ii", 1, 0)
 
 
 class TcpProxy:
-    """Forwards ``127.0.0.1:port`` to ``127.0.0.1:target_port``."""
+    """Forwards ``127.0.0.1:port`` to ``127.0.0.1:target_port``; ``kafka``
+    names each connection by its Kafka ``client_id``."""
 
-    def __init__(self, port: int, target_port: int) -> None:
+    def __init__(self, port: int, target_port: int, *, kafka: bool = False) -> None:
         self.port = port
         self.target_port = target_port
+        self.kafka = kafka
         self._server: asyncio.Server | None = None
         self._pipes: set[asyncio.Task[None]] = set()
         self._writers: dict[asyncio.StreamWriter, str | None] = {}
@@ -46,7 +49,7 @@ class TcpProxy:
 
     async def cut(self, spare: Iterable[str] = ()) -> None:
         """Refuse new connections and reset every open one, except those of
-        the Kafka clients whose ``client_id`` is in ``spare``."""
+        the Kafka clients whose ``client_id`` is in ``spare`` (with ``kafka``)."""
         spared = set(spare)
         if self._server is not None:
             # close() shuts the listening socket at once. Not wait_closed():
@@ -73,18 +76,18 @@ class TcpProxy:
     ) -> None:
         self._writers[client_writer] = None
         try:
+            client_id, first = await self._first_request(client_reader)
             broker_reader, broker_writer = await asyncio.open_connection(
                 "127.0.0.1", self.target_port
             )
-        except OSError:
+        except (OSError, asyncio.IncompleteReadError):
             reset(client_writer)
-            del self._writers[client_writer]
+            self._writers.pop(client_writer, None)
             return
-        self._writers[broker_writer] = None
+        self._writers[client_writer] = self._writers[broker_writer] = client_id
+        broker_writer.write(first)
         pipes = [
-            asyncio.create_task(
-                self._pipe(client_reader, broker_writer, client_writer)
-            ),
+            asyncio.create_task(self._pipe(client_reader, broker_writer)),
             asyncio.create_task(self._pipe(broker_reader, client_writer)),
         ]
         self._pipes.update(pipes)
@@ -96,28 +99,28 @@ class TcpProxy:
                 self._writers.pop(writer, None)
                 writer.close()
 
+    async def _first_request(
+        self, reader: asyncio.StreamReader
+    ) -> tuple[str | None, bytes]:
+        """With ``kafka``, the client's first request header: its ``client_id``,
+        and the bytes read, to be forwarded."""
+        if not self.kafka:
+            return None, b""
+        header = await reader.readexactly(KAFKA_HEADER.size)
+        length = KAFKA_HEADER.unpack(header)[-1]
+        name = await reader.readexactly(max(length, 0))
+        return name.decode(errors="replace"), header + name
+
     async def _pipe(
-        self,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
-        client_writer: asyncio.StreamWriter | None = None,
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
         """Copy bytes one way until either side closes; the other side is then
-        reset, as a dead peer would leave it. From a client, the first
-        request's header names the connection's ``client_id``."""
+        reset, as a dead peer would leave it."""
         try:
-            if client_writer is not None:
-                header = await reader.readexactly(KAFKA_HEADER.size)
-                length = KAFKA_HEADER.unpack(header)[-1]
-                name = await reader.readexactly(max(length, 0))
-                client_id = name.decode(errors="replace")
-                self._writers[client_writer] = client_id
-                self._writers[writer] = client_id
-                writer.write(header + name)
             while data := await reader.read(CHUNK_BYTES):
                 writer.write(data)
                 await writer.drain()
-        except (OSError, asyncio.IncompleteReadError):
+        except OSError:
             pass
         reset(writer)
 

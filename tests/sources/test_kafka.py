@@ -492,7 +492,7 @@ async def proxied_broker() -> AsyncIterator[tuple[str, TcpProxy]]:
     """
     broker_port, proxy_port = free_port(), free_port()
     broker = start_broker(broker_port, advertised_port=proxy_port)
-    proxy = TcpProxy(proxy_port, broker_port)
+    proxy = TcpProxy(proxy_port, broker_port, kafka=True)
     await proxy.start()
     yield f"127.0.0.1:{proxy_port}", proxy
     await proxy.stop()
