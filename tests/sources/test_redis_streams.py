@@ -16,9 +16,13 @@ from structlog.testing import capture_logs
 
 from fnplane import App, BatchFailure
 from fnplane.config import Settings
+from tests.conftest import free_port
 from tests.stream_helpers import unique, wait_until
+from tests.tcp_proxy import TcpProxy
 
 WAIT_S = 15.0
+# Several of the source's reconnect attempts.
+OUTAGE_S = 3.0
 
 
 @pytest.fixture
@@ -397,6 +401,64 @@ async def test_consumption_resumes_after_the_server_restarts(
         await connection.aclose()
 
     assert seen == [1, 2, 3, 4]
+
+
+@pytest.fixture
+async def proxied_redis(redis_server: Any) -> AsyncIterator[tuple[str, TcpProxy]]:
+    """A server of the test's own reached through a ``TcpProxy``: the proxy's
+    URL, and the proxy (``redis_server.url`` bypasses it)."""
+    proxy = TcpProxy(free_port(), redis_server.port)
+    await proxy.start()
+    yield f"redis://127.0.0.1:{proxy.port}/0", proxy
+    await proxy.stop()
+
+
+async def test_consumption_resumes_after_the_server_is_cut_off(
+    proxied_redis: tuple[str, TcpProxy], start_platform: Any, redis_server: Any
+) -> None:
+    """The consumer's connections are reset and refused for a few seconds as a
+    batch ends and entries arrive, the server keeping its data: it warns, then
+    handles every entry once at least, in order, and acknowledges them all."""
+    url, proxy = proxied_redis
+    stream, first = unique("cut"), []
+    in_flight, release = asyncio.Event(), asyncio.Event()
+    app = App()
+
+    @app.redis_stream(stream, url=url, start="earliest", batch_size=10)
+    async def cut_off(batch: Any, context: Any) -> None:
+        for record in batch:
+            n = record.json()
+            if n == 25 and not release.is_set():
+                in_flight.set()
+                await release.wait()
+            # At-least-once allows an entry again: order is that of the
+            # first deliveries.
+            if n not in first:
+                first.append(n)
+
+    client = redis.Redis.from_url(redis_server.url)
+    try:
+        await publish(client, stream, list(range(30)))
+        with capture_logs() as logs:
+            await start_platform(app)
+            await wait_until(in_flight.is_set, "a batch in flight")
+            cut_at = time.monotonic()
+            await proxy.cut()
+            # The batch ends during the outage: its XACK has to wait for the
+            # server to come back.
+            release.set()
+            await publish(client, stream, list(range(30, 60)))
+            await asyncio.sleep(max(0.0, cut_at + OUTAGE_S - time.monotonic()))
+            await proxy.restore()
+            await wait_until(lambda: len(first) == 60, "every entry after the outage")
+            await eventually(lambda: pending_count(client, stream, "cut_off"), 0)
+    finally:
+        await client.aclose()
+
+    assert first == list(range(60))
+    warning = next(e for e in logs if e["event"] == "source.redis_unavailable")
+    assert warning["log_level"] == "warning"
+    assert warning["url"] == url
 
 
 async def test_graceful_stop_acknowledges_what_was_handled(
