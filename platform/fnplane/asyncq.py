@@ -22,12 +22,13 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-from collections import Counter, deque
+from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 import structlog
 
+from fnplane.asyncq_finishes import FinishedEvents
 from fnplane.asyncq_metrics import AsyncQueueMetrics
 from fnplane.destinations import (
     DestinationError,
@@ -145,9 +146,7 @@ class DurableAsyncQueue:
         self._lanes: dict[str, Lane] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._timers: set[asyncio.TimerHandle] = set()
-        # (event id, function) of events finished, not yet deleted.
-        self._finished: list[tuple[str, str]] = []
-        self._finish_writer: asyncio.Task[None] | None = None
+        self._finished = FinishedEvents(store, self.metrics)
         self._wake = asyncio.Event()
         self._dispatcher: asyncio.Task[None] | None = None
         self._start_lock = asyncio.Lock()
@@ -401,7 +400,7 @@ class DurableAsyncQueue:
             return
         hooks = self._hooks.get(event.kind)
         if hooks is not None and not await hooks.before(event):
-            self._finish(event)
+            self._finished.add(event)
             return
 
         event.attempts += 1
@@ -435,7 +434,7 @@ class DurableAsyncQueue:
             await hooks.after_success(event)
         destination = function.async_policy.on_success
         if destination is None:
-            self._finish(event)
+            self._finished.add(event)
             return
         record = outcome_record(function, event, SUCCESS, result)
         await self._send(function, event, record, success=True)
@@ -478,7 +477,7 @@ class DurableAsyncQueue:
                 attempts=event.attempts,
                 hint="give the function on_failure= to keep failed events",
             )
-            self._finish(event)
+            self._finished.add(event)
             return
         await self._send(function, event, record, success=False)
 
@@ -508,47 +507,12 @@ class DurableAsyncQueue:
             await self.store.retry(event)
             self._schedule(self._lanes[function.name], DESTINATION_RETRY_S)
             return
-        self._finish(event)
+        self._finished.add(event)
 
     async def _resend(self, function: Function, event: QueuedEvent) -> None:
         assert event.outcome is not None
         pending = json.loads(event.outcome)
         await self._send(function, event, pending["record"], pending["success"])
-
-    def _finish(self, event: QueuedEvent) -> None:
-        """Delete the event in the next batch of finishes; delivery goes on.
-
-        An event finished and not yet deleted is still claimed by this
-        owner: after a kill -9 it is delivered again, as after a kill during
-        its attempt (at-least-once). The batch waits only for the store
-        write under way, which also carries the lanes' claims, so it holds
-        no more events than the lanes deliver meanwhile.
-        """
-        self._finished.append((event.event_id, event.function))
-        if self._finish_writer is None:
-            self._finish_writer = asyncio.create_task(self._write_finishes())
-
-    async def _write_finishes(self) -> None:
-        try:
-            while self._finished:
-                batch, self._finished = self._finished, []
-                try:
-                    await self.store.finish_many([event_id for event_id, _ in batch])
-                except Exception as exc:
-                    # The events stay claimed; a restart delivers them again.
-                    logger.error(
-                        "asyncq.finish_failed", events=len(batch), error=str(exc)
-                    )
-                    continue
-                finished = Counter(function for _, function in batch)
-                for function, count in finished.items():
-                    self.metrics.function(function).queued.dec(count)
-        finally:
-            self._finish_writer = None
-
-    async def _finishes_written(self) -> None:
-        while self._finish_writer is not None:
-            await asyncio.gather(self._finish_writer, return_exceptions=True)
 
     def _schedule(self, lane: Lane, delay_s: float) -> None:
         def due() -> None:
@@ -572,7 +536,7 @@ class DurableAsyncQueue:
             await self.store.release(unstarted)
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
-        await self._finishes_written()
+        await self._finished.written()
 
     async def close(self) -> None:
         """Stop the dispatcher and timers, close destinations and the store."""
@@ -586,7 +550,7 @@ class DurableAsyncQueue:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        await self._finishes_written()
+        await self._finished.written()
         await self._sender.close()
         await self.store.close()
 
