@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from fnplane.errors import RegistrationError
+from fnplane.errors import RegistrationError, describe_error
 from fnplane.events.stream import KafkaBatch, KafkaRecord, StreamRecord
 from fnplane.sources.kafka_clients import (
     DeadLetterProducer,
@@ -274,7 +274,7 @@ class TopicConsumer:
         self._log.warning(
             "source.kafka_unavailable",
             bootstrap=self.bootstrap,
-            error=f"{type(exc).__name__}: {exc}",
+            error=describe_error(exc),
             retry_in_s=round(retry_in_s, 2),
         )
 
@@ -551,7 +551,7 @@ class TopicConsumer:
         except aiokafka("errors").KafkaError as exc:
             self._log.warning(
                 "source.kafka_commit_failed",
-                error=f"{type(exc).__name__}: {exc}",
+                error=describe_error(exc),
                 partitions=len(owed),
             )
             return False

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from prometheus_client import Gauge
 
-from fnplane.errors import FnplaneError
+from fnplane.errors import FnplaneError, describe_error
 from fnplane.events.stream import KafkaRecord
 from fnplane.streams import DeadRecord, dead_letter_metadata
 
@@ -93,7 +93,7 @@ class DeadLetterProducer:
         except (errors.KafkaError, OSError) as exc:
             raise KafkaDeadLetterError(
                 f"dead-letter topic {self.topic!r} on {self.bootstrap} did not take "
-                f"{len(dead)} record(s): {type(exc).__name__}: {exc}"
+                f"{len(dead)} record(s): {describe_error(exc)}"
             ) from exc
 
     async def _started(self) -> Any:

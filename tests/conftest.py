@@ -10,6 +10,7 @@ skips the tests that need it, except under ``CI=true``, where it fails them.
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import socket
@@ -19,9 +20,11 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+import structlog
 
 from fnplane import App
 from fnplane.config import Settings
+from fnplane.logs import STANDARD_LOGGING_HANDLER
 from fnplane.runner import Platform
 
 BROKER_START_TIMEOUT_S = 20.0
@@ -179,11 +182,15 @@ async def start_platform(
 
 @pytest.fixture(autouse=True)
 def reset_logging() -> Iterator[None]:
-    """Give every test structlog's defaults back, whatever it configured."""
+    """Give every test structlog's and ``logging``'s defaults back, whatever
+    it configured."""
     yield
-    import structlog
-
     structlog.reset_defaults()
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if handler.get_name() == STANDARD_LOGGING_HANDLER:
+            root.removeHandler(handler)
+    root.setLevel(logging.WARNING)
 
 
 @pytest.fixture

@@ -72,10 +72,12 @@ def server(
     yield from serve(project, unused_port)
 
 
-def serve(project: Path, port: int) -> Iterator[tuple[subprocess.Popen[str], str]]:
+def serve(
+    project: Path, port: int, *options: str
+) -> Iterator[tuple[subprocess.Popen[str], str]]:
     """``fnplane run`` in ``project`` until it answers /health; killed after."""
     process = subprocess.Popen(
-        [FNPLANE, "run", "--port", str(port), "--grace", "5"],
+        [FNPLANE, "run", "--port", str(port), "--grace", "5", *options],
         cwd=project, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
@@ -121,6 +123,25 @@ def test_sigterm_lets_the_in_flight_request_finish_then_exits_0(server) -> None:
     assert late_status == 503
     assert process.returncode == 0, output
     assert "platform.stopped" in output
+
+
+def test_json_log_format_holds_library_lines_too(
+    project: Path, unused_port: int
+) -> None:
+    """A library's ``logging`` warning is a JSON line like the platform's own."""
+    (project / "functions" / "noisy.py").write_text(
+        "import logging\nlogging.getLogger('some.library').warning('cache is cold')\n"
+    )
+    served = serve(project, unused_port, "--log-format", "json")
+    process, url = next(served)
+    process.send_signal(signal.SIGTERM)
+    output, _ = process.communicate(timeout=10)
+
+    lines = [json.loads(line) for line in output.splitlines()]
+    assert {"event": "cache is cold", "logger": "some.library"}.items() <= next(
+        line for line in lines if line.get("logger") == "some.library"
+    ).items()
+    assert lines[-1]["event"] == "platform.stopped"
 
 
 def test_second_signal_exits_at_once(server) -> None:

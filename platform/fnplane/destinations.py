@@ -30,7 +30,7 @@ from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 import structlog
 
-from fnplane.errors import FnplaneError, RegistrationError
+from fnplane.errors import FnplaneError, RegistrationError, describe_error
 
 if TYPE_CHECKING:
     from fnplane.invoke import Invoker
@@ -160,7 +160,7 @@ class DestinationSender:
         except Exception as exc:
             raise DestinationError(
                 f"could not send to destination {destination.describe()}: "
-                f"{type(exc).__name__}: {exc}"
+                f"{describe_error(exc)}"
             ) from exc
 
     async def _send(self, destination: Destination, record: dict[str, Any]) -> None:

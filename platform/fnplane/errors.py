@@ -163,3 +163,13 @@ class RecordDecodeError(FunctionError, ValueError):
     def __init__(self, message: str, item_id: str) -> None:
         super().__init__(message)
         self.item_id = item_id
+
+
+def describe_error(exc: BaseException) -> str:
+    """``Type: message`` for a log line, without repeating a type name the
+    message already starts with (aiokafka's errors carry their own)."""
+    name = type(exc).__name__
+    message = str(exc)
+    if message.startswith(name):
+        return message
+    return f"{name}: {message}" if message else name

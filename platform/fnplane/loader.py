@@ -10,7 +10,7 @@ from pathlib import Path
 from types import ModuleType
 
 from fnplane.app import App
-from fnplane.errors import LoadError
+from fnplane.errors import LoadError, describe_error
 
 DEFAULT_TARGET = "functions"
 PACKAGE_DIR = str(Path(__file__).resolve().parent)
@@ -103,7 +103,7 @@ def describe_import_error(target: str, exc: BaseException) -> str:
         ]
         last = (user_frames or frames)[-1] if frames else None
         where = f"{last.filename}, line {last.lineno}" if last else target
-    return f"cannot load {target}: {type(exc).__name__}: {exc} ({where})"
+    return f"cannot load {target}: {describe_error(exc)} ({where})"
 
 
 def _app_attribute(module: ModuleType, attribute: str, target: str) -> App:

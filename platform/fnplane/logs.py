@@ -21,8 +21,10 @@ TAIL_LIMIT_BYTES = 4096
 LOG_FORMATS = ("console", "json")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
+STANDARD_LOGGING_HANDLER = "fnplane"
+
 SKIPPED_IN_TAIL = frozenset(
-    {"event", "timestamp", "function", "request_id", "exc_info"}
+    {"event", "timestamp", "function", "request_id", "exc_info", "logger"}
 )
 
 log_capture: ContextVar[list[str] | None] = ContextVar("log_capture", default=None)
@@ -87,20 +89,68 @@ def configure(
         if log_format == "json"
         else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
     )
+    exception_renderer = (
+        structlog.processors.format_exc_info
+        if log_format == "json"
+        else structlog.processors.StackInfoRenderer()
+    )
+    level_number = logging.getLevelNamesMapping()[level.upper()]
+    shared_processors: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        capture_for_tail,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
     structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            capture_for_tail,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.format_exc_info
-            if log_format == "json"
-            else structlog.processors.StackInfoRenderer(),
-            renderer,
-        ],
-        wrapper_class=structlog.make_filtering_bound_logger(
-            logging.getLevelNamesMapping()[level.upper()]
-        ),
+        processors=[*shared_processors, exception_renderer, renderer],
+        wrapper_class=structlog.make_filtering_bound_logger(level_number),
         logger_factory=structlog.PrintLoggerFactory(sys.stderr),
         cache_logger_on_first_use=cache_loggers,
     )
+    route_standard_logging(
+        shared_processors, [exception_renderer, renderer], level_number
+    )
+
+
+class StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """A stream handler writing to whatever ``sys.stderr`` is when a record
+    comes (as ``logging``'s own last-resort handler does), so a stream
+    swapped later (pytest's capture) is never written after it closed."""
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _: Any) -> None:
+        pass
+
+
+def route_standard_logging(
+    pre_chain: list[Any], renderers: list[Any], level_number: int
+) -> None:
+    """Send records of the standard ``logging`` module (aiokafka's, aiohttp's,
+    a handler's own ``logging.getLogger()``) through the same renderer.
+
+    Without a handler of its own, ``logging`` prints bare text lines to
+    stderr, which break a JSON log stream. Loggers without a level of their
+    own show WARNING and above (the chosen level if stricter), as in
+    Lambda's Python runtime; a logger given a level (``setLevel(INFO)``)
+    keeps it. A second call replaces the handler the first one added.
+    """
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=[structlog.stdlib.add_logger_name, *pre_chain],
+        processors=[
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            *renderers,
+        ],
+    )
+    handler = StderrHandler()
+    handler.set_name(STANDARD_LOGGING_HANDLER)
+    handler.setFormatter(formatter)
+    root = logging.getLogger()
+    for existing in list(root.handlers):
+        if existing.get_name() == STANDARD_LOGGING_HANDLER:
+            root.removeHandler(existing)
+    root.addHandler(handler)
+    root.setLevel(max(level_number, logging.WARNING))

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
-from fnplane.errors import BatchFailure, RecordDecodeError
+from fnplane.errors import BatchFailure, RecordDecodeError, describe_error
 from fnplane.events.stream import StreamBatch, StreamRecord
 from fnplane.function import Handler, is_coroutine_function
 
@@ -397,7 +397,7 @@ class BatchRunner:
                     "stream.dead_letter_failed",
                     function=self.function,
                     records=len(dead),
-                    error=f"{type(exc).__name__}: {exc}",
+                    error=describe_error(exc),
                 )
                 if self.stopping.is_set():
                     raise
