@@ -22,6 +22,13 @@ LOG_FORMATS = ("console", "json")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 STANDARD_LOGGING_HANDLER = "fnplane"
+# aiokafka logs an ERROR for every failed bootstrap attempt; each fnplane
+# caller reports that failure itself (source.kafka_unavailable, a
+# destination's or a dead letter's error) with what it was doing, so the
+# library's line only repeats it, at a level that cries wolf while a broker
+# is merely late.
+AIOKAFKA_BOOTSTRAP_LOGGER = "aiokafka"
+AIOKAFKA_BOOTSTRAP_FAILURE = 'Unable connect to "%s:%s": %s'
 
 SKIPPED_IN_TAIL = frozenset(
     {"event", "timestamp", "function", "request_id", "exc_info", "logger"}
@@ -154,3 +161,12 @@ def route_standard_logging(
             root.removeHandler(existing)
     root.addHandler(handler)
     root.setLevel(max(level_number, logging.WARNING))
+    logging.getLogger(AIOKAFKA_BOOTSTRAP_LOGGER).addFilter(
+        drop_aiokafka_bootstrap_failures
+    )
+
+
+def drop_aiokafka_bootstrap_failures(record: logging.LogRecord) -> bool:
+    """False for aiokafka's line about a failed bootstrap attempt (see
+    ``AIOKAFKA_BOOTSTRAP_FAILURE``); a logger filter, so no handler sees it."""
+    return record.msg != AIOKAFKA_BOOTSTRAP_FAILURE
