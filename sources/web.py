@@ -12,12 +12,14 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
+from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 
 import structlog
 from aiohttp import web
 from aiohttp.http import HttpVersion10, HttpVersion11
 from aiohttp.web_exceptions import HTTPRequestEntityTooLarge
+from aiohttp.web_protocol import RequestHandler
 from multidict import CIMultiDict
 
 from fnplane.api import (
@@ -79,7 +81,7 @@ class HttpSource:
     async def start(self) -> None:
         """Bind the port and start serving."""
         self._loop = asyncio.get_running_loop()
-        server = web.Server(self.handle, request_factory=self._make_request)
+        server = PlatformServer(self.handle, request_factory=self._make_request)
         self._runner = web.ServerRunner(server, handle_signals=False)
         await self._runner.setup()
         listener = bind_socket(self.settings.host, self.settings.port, self.reuse_port)
@@ -289,6 +291,50 @@ class HttpSource:
             self._loop,
             client_max_size=self._max_body_bytes,
         )
+
+
+class PlatformServer(web.Server):
+    """aiohttp's low-level server, its connections handled by
+    ``PlatformRequestHandler``."""
+
+    def __call__(self) -> RequestHandler:
+        return PlatformRequestHandler(self, loop=self._loop, **self._kwargs)
+
+
+class PlatformRequestHandler(RequestHandler):
+    """aiohttp's connection handler, answering what never reaches
+    ``HttpSource.handle`` (a request line or header over 8,190 bytes, a
+    malformed header) as the platform answers every error: a JSON body and
+    the ``X-Request-Id`` header, not aiohttp's plain text."""
+
+    def handle_error(
+        self,
+        request: web.BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        """The error response; the connection is closed after it."""
+        if request.writer.output_size > 0:
+            # Part of a response went out already: only closing is left.
+            return super().handle_error(request, status, exc, message)
+        request_id = new_request_id()
+        if status >= 500:
+            logger.error(
+                "http.server_error", status=status, request_id=request_id,
+                exc_info=exc,
+            )  # fmt: skip
+            detail = HTTPStatus(status).phrase
+        else:
+            # The client's mistake: worth a line, not a traceback.
+            detail = message or HTTPStatus(status).phrase
+            logger.warning(
+                "http.bad_request", status=status, request_id=request_id,
+                error=detail, remote=request.remote,
+            )  # fmt: skip
+        response = error_response(status, detail, request_id)
+        response.force_close()
+        return response
 
 
 def reply_response(reply: HttpReply) -> web.Response:

@@ -8,14 +8,17 @@ import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
+from unittest.mock import ANY
 
 import aiohttp
 import pytest
 from multidict import CIMultiDict
+from structlog.testing import capture_logs
 
 from fnplane import App, HttpError, Response
 from fnplane.config import Settings
 from fnplane.runner import Platform
+from fnplane.sources.web import HttpSource
 
 StartPlatform = Callable[..., Awaitable[Platform]]
 
@@ -93,6 +96,18 @@ def build_app() -> App:
     async def blocks_loop(event, context):
         time.sleep(0.3)
         return "too late"
+
+    @app.http("GET", "/header-injection")
+    def header_injection(event, context):
+        return {"statusCode": 200, "headers": {"X-Next": "a\r\nSet-Cookie: x=1"}}
+
+    @app.http("GET", "/bad-header-name")
+    def bad_header_name(event, context):
+        return Response("hi", headers={"Bad Name": "x"})
+
+    @app.http("GET", "/cookie-injection")
+    def cookie_injection(event, context):
+        return {"statusCode": 200, "cookies": ["a=1\nX-Evil: 1"]}
 
     @app.http("GET", "/nan")
     def not_a_number(event, context):
@@ -362,6 +377,67 @@ async def test_draining_platform_answers_503(client, start_platform) -> None:
     await stopping
 
 
+async def raw_exchange(port: int, request: bytes) -> tuple[int, dict[str, str], Any]:
+    """Send bytes no HTTP client would; read the answer until the server
+    closes the connection: status, headers (lower-case names), JSON body."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(request)
+    answer = await asyncio.wait_for(reader.read(), 5)
+    writer.close()
+    head, _, body = answer.partition(b"\r\n\r\n")
+    status_line, *header_lines = head.decode().split("\r\n")
+    headers = dict(line.lower().split(": ", 1) for line in header_lines)
+    return int(status_line.split()[1]), headers, json.loads(body)
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "message"),
+    [
+        (b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", "8190 bytes"),
+        (b"GET / HTTP/1.1\r\nX-Big: " + b"b" * 9000 + b"\r\n\r\n", "8190 bytes"),
+        (b"GET / HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n", "header"),
+    ],
+    ids=["long-request-line", "long-header", "malformed-header"],
+)
+async def test_requests_that_cannot_be_parsed_are_answered_in_json(
+    start_platform, request_bytes: bytes, message: str
+) -> None:
+    """What never reaches a function gets the platform's JSON error with the
+    request id, and a warning line without a traceback."""
+    platform = await start_platform(build_app())
+    with capture_logs() as logs:
+        status, headers, body = await raw_exchange(platform.port, request_bytes)
+
+    assert status == 400
+    assert headers["content-type"] == "application/json"
+    assert body["requestId"] == headers["x-request-id"]
+    assert message in body["message"]
+    (line,) = [entry for entry in logs if entry["event"] == "http.bad_request"]
+    assert line["request_id"] == body["requestId"]
+    assert line["log_level"] == "warning" and "exc_info" not in line
+
+
+async def test_a_platform_fault_is_a_json_500_logged_with_its_traceback(
+    start_platform, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    platform = await start_platform(build_app())
+
+    def broken_event(*args: Any) -> None:
+        raise RuntimeError("a bug in the platform")
+
+    monkeypatch.setattr(HttpSource, "_event", broken_event)
+    with capture_logs() as logs:
+        status, headers, body = await raw_exchange(
+            platform.port, b"GET /text HTTP/1.1\r\nHost: x\r\n\r\n"
+        )
+
+    assert status == 500
+    assert body == {"message": "Internal Server Error", "requestId": ANY}
+    assert body["requestId"] == headers["x-request-id"]
+    (line,) = [entry for entry in logs if entry["event"] == "http.server_error"]
+    assert isinstance(line["exc_info"], RuntimeError)
+
+
 async def test_health_functions_and_metrics_endpoints(client, base_url) -> None:
     await call(client, "GET", f"{base_url}/text")
     await call(client, "GET", f"{base_url}/crash")
@@ -418,11 +494,22 @@ async def test_results_that_cannot_be_sent_are_500_and_count_as_errors(
 ) -> None:
     platform = await start_platform(build_app(), settings.replace(max_body_bytes=1024))
     base = f"http://127.0.0.1:{platform.port}"
-    for path in ("/nan", "/huge", "/huge-json", "/unserialisable"):
-        status, _, _ = await call(client, "GET", base + path)
+    unsendable = {
+        "/nan": "not_a_number",
+        "/huge": "huge",
+        "/huge-json": "huge_json",
+        "/unserialisable": "unserialisable",
+        "/header-injection": "header_injection",
+        "/bad-header-name": "bad_header_name",
+        "/cookie-injection": "cookie_injection",
+    }
+    for path in unsendable:
+        status, headers, body = await call(client, "GET", base + path)
         assert status == 500, path
+        assert json.loads(body)["requestId"] == headers["X-Request-Id"], path
+        assert "X-Evil" not in headers and "Set-Cookie" not in headers, path
     registry = platform.invoker.metrics.registry
-    for name in ("not_a_number", "huge", "huge_json", "unserialisable"):
+    for name in unsendable.values():
         labels = {"function": name, "outcome": "unhandled_error"}
         assert registry.get_sample_value("fnplane_invocations_total", labels) == 1
 

@@ -11,6 +11,7 @@ fnplane adds plain Python shapes: ``str`` is text, ``bytes`` is binary,
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,6 +21,11 @@ from fnplane.events.http_request import decode_body
 JSON_TYPE = "application/json"
 TEXT_TYPE = "text/plain; charset=utf-8"
 BINARY_TYPE = "application/octet-stream"
+# RFC 9110: a field name is a token; a field value holds no control
+# character but the tab. A line break in either would end the header early
+# (aiohttp refuses it at send time, when the connection can only be dropped).
+HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+FORBIDDEN_IN_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 
 
 class ResponseError(TypeError):
@@ -95,7 +101,9 @@ def _from_response(response: Response) -> HttpReply:
     content_type = response.content_type or default_type
     if content_type and "content-type" not in {k.lower() for k in headers}:
         headers["Content-Type"] = content_type
-    return HttpReply(_status(response.status), headers, body, list(response.cookies))
+    return _checked(
+        HttpReply(_status(response.status), headers, body, list(response.cookies))
+    )
 
 
 def _from_proxy_dict(result: Mapping[str, Any]) -> HttpReply:
@@ -119,7 +127,24 @@ def _from_proxy_dict(result: Mapping[str, Any]) -> HttpReply:
     if body and "content-type" not in {k.lower() for k in headers}:
         headers["Content-Type"] = default_type or JSON_TYPE
     cookies = [str(cookie) for cookie in result.get("cookies") or []]
-    return HttpReply(_status(result["statusCode"]), headers, body, cookies)
+    return _checked(HttpReply(_status(result["statusCode"]), headers, body, cookies))
+
+
+def _checked(reply: HttpReply) -> HttpReply:
+    """``reply`` if HTTP can carry its headers and cookies; else ResponseError."""
+    for name, value in reply.headers.items():
+        if not HEADER_NAME.fullmatch(name):
+            raise ResponseError(f"{name!r} is not a valid HTTP header name")
+        if FORBIDDEN_IN_VALUE.search(value):
+            raise ResponseError(
+                f"header {name!r} holds a line break or control character"
+            )
+    for cookie in reply.cookies:
+        if FORBIDDEN_IN_VALUE.search(cookie):
+            raise ResponseError(
+                f"cookie {cookie[:40]!r} holds a line break or control character"
+            )
+    return reply
 
 
 def _body_bytes(body: Any) -> tuple[bytes, str | None]:
