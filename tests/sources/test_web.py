@@ -70,7 +70,9 @@ def build_app() -> App:
 
     @app.http("GET", "/custom")
     def custom(event, context):
-        return Response({"created": True}, status=201, headers={"X-Custom": "yes"})
+        return Response(
+            {"created": True}, status=201, headers={"X-Custom": "yes", "X-Count": 3}
+        )
 
     @app.http("GET", "/teapot")
     def teapot(event, context):
@@ -224,6 +226,12 @@ async def test_result_types_map_to_responses(
         content_type,
         body,
     )
+
+
+async def test_response_headers_are_sent_as_text(client, base_url) -> None:
+    status, headers, _ = await call(client, "GET", f"{base_url}/custom")
+    assert status == 201
+    assert (headers["X-Custom"], headers["X-Count"]) == ("yes", "3")
 
 
 async def test_none_is_204_and_json_body_is_echoed(client, base_url) -> None:

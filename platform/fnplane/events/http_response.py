@@ -96,7 +96,7 @@ def dump_json(value: Any) -> bytes:
 
 
 def _from_response(response: Response) -> HttpReply:
-    headers = dict(response.headers)
+    headers = {str(name): str(value) for name, value in response.headers.items()}
     body, default_type = _body_bytes(response.body)
     content_type = response.content_type or default_type
     if content_type and "content-type" not in {k.lower() for k in headers}:
