@@ -48,6 +48,9 @@ logger = structlog.get_logger(__name__)
 
 INVOCATION_TYPE_HEADER = "X-Fnplane-Invocation-Type"
 THROTTLE_RETRY_AFTER_S = "1"
+# How long a request still running after the grace period gets to end once
+# it is cancelled, before its connection is closed regardless.
+ABANDON_AFTER_S = 0.1
 # The payload's requestContext.http.protocol for the usual versions, built
 # once rather than formatted for every request.
 PROTOCOLS = {HttpVersion11: "HTTP/1.1", HttpVersion10: "HTTP/1.0"}
@@ -94,9 +97,15 @@ class HttpSource:
         self.draining = True
 
     async def stop(self, grace_s: float) -> None:
-        """Close the listener and every connection, after ``grace_s`` at most."""
+        """Close the listener and every connection, after ``grace_s`` at most:
+        a request still running then is cancelled and its connection closed."""
         if self._runner is not None:
-            self._runner.server.shutdown_timeout = grace_s  # type: ignore[union-attr]
+            server = self._runner.server
+            if server is not None:
+                # The connections first, within our grace: the runner's own
+                # cleanup would wait up to its 60 s default for a running
+                # handler, and aiohttp reads a timeout of 0 as no timeout.
+                await server.shutdown(max(grace_s, ABANDON_AFTER_S))
             await self._runner.cleanup()
             self._runner = None
 

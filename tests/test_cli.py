@@ -144,6 +144,63 @@ def test_json_log_format_holds_library_lines_too(
     assert lines[-1]["event"] == "platform.stopped"
 
 
+FOREVER_APP = textwrap.dedent(
+    """
+    import asyncio
+    import time
+    from fnplane import App
+
+    app = App()
+
+    @app.http("GET", "/async-forever", timeout=120)
+    async def async_forever(event, context):
+        await asyncio.sleep(60)
+
+    @app.http("GET", "/sync-forever", timeout=120)
+    def sync_forever(event, context):
+        time.sleep(60)
+    """
+)
+
+
+def test_requests_running_past_the_grace_period_are_abandoned(
+    tmp_path: Path, unused_port: int
+) -> None:
+    """--grace bounds the stop: requests still running then are cut off (their
+    connections closed), and the process exits 0 soon after."""
+    functions = tmp_path / "functions"
+    functions.mkdir()
+    (functions / "app.py").write_text(FOREVER_APP)
+    served = serve(tmp_path, unused_port, "--grace", "1")
+    process, url = next(served)
+    outcomes: list[object] = []
+
+    def request(path: str) -> None:
+        try:
+            outcomes.append(get(url + path))
+        except OSError as exc:  # the connection closed without an answer
+            outcomes.append(type(exc))
+
+    clients = [
+        threading.Thread(target=request, args=(path,))
+        for path in ("/async-forever", "/sync-forever")
+    ]
+    for client in clients:
+        client.start()
+    time.sleep(0.5)
+    stopped_at = time.monotonic()
+    process.send_signal(signal.SIGTERM)
+    output, _ = process.communicate(timeout=30)
+    stopped_in_s = time.monotonic() - stopped_at
+    for client in clients:
+        client.join(10)
+
+    assert process.returncode == 0, output
+    assert stopped_in_s < 5, output
+    assert "platform.grace_expired" in output and "abandoned=2" in output
+    assert len(outcomes) == 2 and all(o != (200, b"") for o in outcomes)
+
+
 def test_second_signal_exits_at_once(server) -> None:
     process, url = server
 
