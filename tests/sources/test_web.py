@@ -484,8 +484,15 @@ async def test_async_handler_that_blocks_past_its_timeout_is_a_timeout(
 
 @pytest.mark.parametrize(
     "body",
-    [b'{"a": NaN}', b"[" * 100_000, b"1" * 5000, b'{"a": Infinity}'],
-    ids=["nan", "deep", "long-int", "infinity"],
+    [
+        b'{"a": NaN}',
+        b"[" * 100_000,
+        b"1" * 5000,
+        b'{"a": Infinity}',
+        b"[1e999]",
+        b'{"a": -1.5e400}',
+    ],
+    ids=["nan", "deep", "long-int", "infinity", "overflow", "negative-overflow"],
 )
 async def test_json_that_python_accepts_but_is_not_json_is_400(
     client, start_platform, body
