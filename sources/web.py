@@ -328,7 +328,16 @@ class PlatformRequestHandler(RequestHandler):
             # Part of a response went out already: only closing is left.
             return super().handle_error(request, status, exc, message)
         request_id = new_request_id()
-        if status >= 500:
+        client_gone = self.transport is None or self.transport.is_closing()
+        if client_gone and (status < 500 or isinstance(exc, ConnectionError)):
+            # The client closed the connection (say, halfway through its
+            # body): nobody is left to answer, and nothing failed here.
+            logger.info(
+                "http.client_disconnected", request_id=request_id,
+                remote=request.remote, error=str(exc),
+            )  # fmt: skip
+            status, detail = 400, "the client closed the connection"
+        elif status >= 500:
             logger.error(
                 "http.server_error", status=status, request_id=request_id,
                 exc_info=exc,

@@ -425,6 +425,25 @@ async def test_requests_that_cannot_be_parsed_are_answered_in_json(
     assert line["log_level"] == "warning" and "exc_info" not in line
 
 
+async def test_a_client_gone_halfway_through_its_body_is_not_a_server_error(
+    start_platform,
+) -> None:
+    platform = await start_platform(build_app())
+    with capture_logs() as logs:
+        _, writer = await asyncio.open_connection("127.0.0.1", platform.port)
+        writer.write(b"POST /echo HTTP/1.1\r\nContent-Length: 1000\r\n\r\n{")
+        await writer.drain()
+        writer.close()
+        for _ in range(100):
+            if any(e["event"] == "http.client_disconnected" for e in logs):
+                break
+            await asyncio.sleep(0.02)
+
+    events = [entry["event"] for entry in logs]
+    assert "http.client_disconnected" in events
+    assert "http.server_error" not in events
+
+
 async def test_a_platform_fault_is_a_json_500_logged_with_its_traceback(
     start_platform, monkeypatch: pytest.MonkeyPatch
 ) -> None:
