@@ -535,7 +535,10 @@ class DurableAsyncQueue:
         if unstarted:
             await self.store.release(unstarted)
         while self._tasks:
-            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+            # asyncio.wait, not gather: the caller's grace timeout cancels
+            # this wait only, and the invocations still running stay
+            # counted as abandoned until close() cancels them.
+            await asyncio.wait(list(self._tasks))
         await self._finished.written()
 
     async def close(self) -> None:
