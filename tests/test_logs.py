@@ -107,6 +107,34 @@ async def test_a_handlers_standard_logging_lines_reach_its_log_tail() -> None:
     assert any("charging card for 12" in line for line in result.log)
 
 
+async def test_a_handlers_standard_logging_lines_name_its_invocation(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """As Lambda's runtime puts the request id on every line a handler logs."""
+    logs.configure("json", "warning", cache_loggers=False)
+    app = App()
+
+    @app.function()
+    def in_a_thread(event, context):
+        logging.getLogger("orders").warning("from a thread")
+
+    @app.function()
+    async def on_the_loop(event, context):
+        logging.getLogger("orders").warning("from the loop")
+
+    invoker = Invoker(app, Settings())
+    results = [await invoker.invoke(name) for name in ("in_a_thread", "on_the_loop")]
+    logging.getLogger("orders").warning("outside any invocation")
+
+    lines = {line["event"]: line for line in json_lines(capsys.readouterr().err)}
+    for result, message in zip(
+        results, ("from a thread", "from the loop"), strict=True
+    ):
+        assert lines[message]["request_id"] == result.request_id
+        assert lines[message]["function"] == result.function
+    assert "request_id" not in lines["outside any invocation"]
+
+
 @pytest.mark.parametrize(
     ("error", "expected"),
     [

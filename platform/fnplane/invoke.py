@@ -39,7 +39,7 @@ from fnplane.errors import (
 from fnplane.function import Function
 from fnplane.lifecycle import HookGroup, InitFailure, InlineEnvironment
 from fnplane.lifecycle import run_shutdown_hooks as run_app_shutdown_hooks
-from fnplane.logs import bound_if_enabled, log_capture
+from fnplane.logs import bound_if_enabled, log_capture, running_invocation
 from fnplane.metrics import FunctionStats, Metrics
 
 if TYPE_CHECKING:
@@ -452,6 +452,9 @@ class Invoker:
         )
         value: Any = None
         error: ErrorInfo | None
+        # Lines the handler logs through the logging module get its request
+        # id, as Lambda's runtime prefixes them (a thread copies the context).
+        running = running_invocation.set(context)
         try:
             value, pending = start_eagerly(environment.run(event, context))
             if pending is not None:
@@ -466,6 +469,8 @@ class Invoker:
             outcome, error = Outcome.UNHANDLED_ERROR, self._failed(context, exc)
         else:
             outcome, error = Outcome.SUCCESS, None
+        finally:
+            running_invocation.reset(running)
 
         ended = time.monotonic()
         if outcome is Outcome.SUCCESS:

@@ -35,6 +35,8 @@ SKIPPED_IN_TAIL = frozenset(
 )
 
 log_capture: ContextVar[list[str] | None] = ContextVar("log_capture", default=None)
+# The Context of the inline invocation running, if any.
+running_invocation: ContextVar[Any] = ContextVar("running_invocation", default=None)
 
 
 def capture_for_tail(
@@ -52,6 +54,18 @@ def capture_for_tail(
         error = event_dict.get("exc_info")
         if isinstance(error, BaseException):
             buffer.append("".join(traceback.format_exception(error)).rstrip())
+    return event_dict
+
+
+def add_invocation(
+    _: Any, __: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """Name the function and request id of the invocation that logged the
+    line, for lines of the ``logging`` module (the platform's own name them)."""
+    context = running_invocation.get()
+    if context is not None:
+        event_dict.setdefault("function", context.function_name)
+        event_dict.setdefault("request_id", context.aws_request_id)
     return event_dict
 
 
@@ -146,7 +160,11 @@ def route_standard_logging(
     keeps it. A second call replaces the handler the first one added.
     """
     formatter = structlog.stdlib.ProcessorFormatter(
-        foreign_pre_chain=[structlog.stdlib.add_logger_name, *pre_chain],
+        foreign_pre_chain=[
+            structlog.stdlib.add_logger_name,
+            add_invocation,
+            *pre_chain,
+        ],
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
             *renderers,
