@@ -1,9 +1,11 @@
 """structlog setup for the CLI, and per-invocation log capture.
 
 Library modules only call ``structlog.get_logger()``; ``configure`` is called
-by the CLI alone. The capture processor copies each log line emitted while an
-invocation runs into that invocation's buffer, found through a context
-variable, so ``X-Amz-Log-Type: Tail`` can return the invocation's own log.
+by the CLI alone, and routes the standard ``logging`` module's records
+(libraries', handlers') through the same renderer. The capture processor
+copies each log line emitted while an invocation runs into that invocation's
+buffer, found through a context variable, so ``X-Amz-Log-Type: Tail`` can
+return the invocation's own log.
 """
 
 from __future__ import annotations
