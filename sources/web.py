@@ -307,6 +307,8 @@ class PlatformServer(web.Server):
     ``PlatformRequestHandler``."""
 
     def __call__(self) -> RequestHandler:
+        # As web.Server.__call__ does, with our class: aiohttp has no option
+        # for it (tests/sources/test_web.py fails if these names change).
         return PlatformRequestHandler(self, loop=self._loop, **self._kwargs)
 
 
