@@ -105,6 +105,9 @@ class HttpSource:
                 # The connections first, within our grace: the runner's own
                 # cleanup would wait up to its 60 s default for a running
                 # handler, and aiohttp reads a timeout of 0 as no timeout.
+                # Idle keep-alive connections close at once (pre_shutdown),
+                # rather than holding the shutdown for its whole timeout.
+                server.pre_shutdown()
                 await server.shutdown(max(grace_s, ABANDON_AFTER_S))
             await self._runner.cleanup()
             self._runner = None

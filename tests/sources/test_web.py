@@ -465,6 +465,20 @@ async def test_a_platform_fault_is_a_json_500_logged_with_its_traceback(
     assert isinstance(line["exc_info"], RuntimeError)
 
 
+async def test_an_idle_keep_alive_connection_does_not_hold_the_stop(
+    client, start_platform
+) -> None:
+    """Idle connections close at once; only running requests get the grace."""
+    platform = await start_platform(build_app())
+    status, _, _ = await call(client, "GET", f"http://127.0.0.1:{platform.port}/text")
+    assert status == 200  # the client keeps this connection open
+
+    started = time.monotonic()
+    await platform.stop()
+
+    assert time.monotonic() - started < 0.5
+
+
 async def test_health_functions_and_metrics_endpoints(client, base_url) -> None:
     await call(client, "GET", f"{base_url}/text")
     await call(client, "GET", f"{base_url}/crash")
