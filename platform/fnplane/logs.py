@@ -160,6 +160,8 @@ def route_standard_logging(
     own show WARNING and above (the chosen level if stricter), as in
     Lambda's Python runtime; a logger given a level (``setLevel(INFO)``)
     keeps it. A second call replaces the handler the first one added.
+    aiokafka's per-attempt bootstrap failures are filtered out here too
+    (``drop_aiokafka_bootstrap_failures``).
     """
     formatter = structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=[
