@@ -7,7 +7,12 @@ counts as written when Linux reports its close after writing (inotify), when
 it is renamed into the folder, or, where neither is reported, once its
 modification time has not changed for ``settle`` seconds. It is then turned
 into an ``S3Event`` and submitted to the durable async queue, so retries,
-maximum age and destinations work as for any asynchronous invocation; the
+maximum age and destinations work as for any asynchronous invocation. A
+file that is moved or deleted after success is its own durable record: it
+stays in the folder until done, and a scan at start finds it again, so it is
+handed to the queue without a store write (``submit_backed``) and only
+stored if it has to wait for a retry; with ``disposition="leave"`` the store
+also remembers which files were handled. The
 queue calls back here before each attempt (skip a file deleted or replaced
 meanwhile) and after the outcome (move to ``processed/``, delete, or move to
 ``failed/`` with ``<name>.error.json``).
@@ -287,7 +292,9 @@ class FolderWatch:
         self._last_event_s = 0.0
         self._tasks: list[asyncio.Task[None]] = []
         self._intake = True
-        self._remember_s = math.inf if trigger.disposition == "leave" else 0.0
+        # A file left in place needs the store to remember it was handled;
+        # one moved or deleted is its own record until then.
+        self._backed = trigger.disposition != "leave"
 
     def prepare(self) -> None:
         """Create the folder (or refuse to start without it)."""
@@ -426,7 +433,14 @@ class FolderWatch:
                 reason, self._scan_wanted = self._scan_wanted, None
                 await self._scan(reason)
             while self._incoming:
-                batch = list(itertools.islice(self._incoming, SUBMIT_BATCH))
+                size = SUBMIT_BATCH
+                if self._backed:
+                    # Files wait in the folder, not in memory, while the
+                    # function is busy.
+                    size = min(size, await self._queue.wait_for_room(self.function))
+                    if not size:
+                        break
+                batch = list(itertools.islice(self._incoming, size))
                 for path in batch:
                     del self._incoming[path]
                 await self._submit(batch)
@@ -447,7 +461,10 @@ class FolderWatch:
         if not submissions:
             return
         try:
-            await self._queue.submit_many(self.function, submissions, self._remember_s)
+            if self._backed:
+                await self._queue.submit_backed(self.function, submissions)
+            else:
+                await self._queue.submit_many(self.function, submissions, math.inf)
         except Exception as exc:
             # Not stored: the next scan finds the files and tries again.
             for event_id in queued:

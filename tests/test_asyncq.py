@@ -653,3 +653,57 @@ async def test_redis_backed_queue_accepts_a_burst_with_submit_many(
     await wait_for(lambda: len(seen) == 50)
     assert sorted(seen) == list(range(50))
     await invoker.shutdown()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "redis"])
+async def test_backed_events_are_stored_only_to_wait_for_a_retry(
+    tmp_path: Path, redis_url: str, backend: str
+) -> None:
+    """submit_backed runs events with no store write; one that fails is
+    stored for its retry, and while stored its id is not taken again; once
+    draining, nothing is taken (the source keeps its events)."""
+    queue_url = f"{redis_url}?prefix=test-{uuid.uuid4().hex[:8]}"
+    settings = Settings(
+        state_dir=str(tmp_path),
+        async_queue=queue_url if backend == "redis" else "sqlite",
+    )
+    app = App()
+    release = asyncio.Event()
+    attempts: list[tuple[int, int]] = []
+
+    @app.function(backoff=FAST)
+    async def backed(event: int, context: Any) -> None:
+        attempts.append((event, context.attempt))
+        if event == 1 and context.attempt == 1:
+            raise RuntimeError("once")
+        await release.wait()
+
+    invoker = await started(app, settings)
+    queue = invoker.async_queue
+    assert isinstance(queue, DurableAsyncQueue)
+    assert await queue.wait_for_room("backed") == 2 * 256
+    taken = await queue.submit_backed("backed", [(0, "r-0", "e-0"), (1, "r-1", "e-1")])
+    assert taken == [True, True]
+    await wait_for(lambda: (1, 2) in attempts)
+    # Event 0 is running too, and was never stored.
+    assert await queue.store.stored_ids(["e-0", "e-1"]) == {"e-1"}
+    assert await queue.submit_backed("backed", [(1, "r-1b", "e-1")]) == [False]
+
+    release.set()
+    await wait_for_store_empty(queue, ["e-0", "e-1"])
+    assert sorted(attempts) == [(0, 1), (1, 1), (1, 2)]
+
+    await queue.drain()
+    assert await queue.wait_for_room("backed") == 0
+    assert await queue.submit_backed("backed", [(2, "r-2", "e-2")]) == [False]
+    assert await queue.store.stored_ids(["e-2"]) == set()
+    await invoker.shutdown()
+
+
+async def wait_for_store_empty(queue: DurableAsyncQueue, event_ids: list[str]) -> None:
+    """Wait until none of ``event_ids`` is stored."""
+    deadline = time.monotonic() + 10.0
+    while await queue.store.stored_ids(event_ids):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{event_ids} still stored")
+        await asyncio.sleep(0.01)

@@ -15,6 +15,12 @@ backlog stays in the store and is claimed as lanes free up. Delivery is
 at-least-once: an event leaves the store only after its outcome reached its
 destination. Finished events are deleted in batches, one store write for
 all the events that finished while the previous write was under way.
+
+A source whose events stay durable without the queue's help (a file waits
+in its folder, and a scan at start finds it again) hands them over with
+``submit_backed``: they are stored only when they have to wait, for a retry
+or for a destination that is down. A burst of files then costs no store
+write at all.
 """
 
 from __future__ import annotations
@@ -92,6 +98,16 @@ class AsyncQueue(Protocol):
         """Accept many events of one function in one write; ``submit``'s
         result for each."""
 
+    async def wait_for_room(self, function: str) -> int:
+        """Wait until the function's lane can take an event; how many it can
+        take (0 when the queue is draining)."""
+
+    async def submit_backed(
+        self, function: str, submissions: list[Submission]
+    ) -> list[bool]:
+        """Take events their source keeps durable itself; False for each
+        one not run from here."""
+
     async def drain(self) -> None:
         """Stop claiming new work; wait for the events already running."""
 
@@ -127,6 +143,8 @@ class Lane:
     starting: bool = False
     reserved: int = 0
     backlog: bool = True
+    # Set when a source waits in ``wait_for_room``.
+    room_waiter: asyncio.Future[None] | None = None
 
     @property
     def room(self) -> int:
@@ -262,6 +280,60 @@ class DurableAsyncQueue:
         self._pump(lane)
         return accepted
 
+    async def wait_for_room(self, function: str) -> int:
+        """Wait until the function's lane has room; how much (0 if draining).
+
+        A source submitting with ``submit_backed`` asks first: its events
+        wait where they are (files in their folder) rather than in memory.
+        """
+        if not self._started:
+            await self.start()
+        lane = self._lanes[function]
+        while lane.room <= 0 and not self._draining:
+            lane.room_waiter = asyncio.get_running_loop().create_future()
+            try:
+                await lane.room_waiter
+            finally:
+                lane.room_waiter = None
+        return 0 if self._draining else lane.room
+
+    async def submit_backed(
+        self, function: str, submissions: list[Submission]
+    ) -> list[bool]:
+        """Take events whose source keeps them durable itself; run them.
+
+        For a source whose events outlive the process without the queue (a
+        file stays in its folder until its disposition, and a scan at start
+        finds it again): nothing is written before the first attempt. An
+        event is stored when it has to wait for a retry or for a destination
+        that is down, and from then on it is delivered as any other. Returns,
+        for each submission, True if it runs from here; False if its event id
+        is in the store already (stored before a restart: it runs from
+        there) or the queue is draining (the source finds it at next start).
+        Call ``wait_for_room`` first: this adds every submission to the lane.
+        """
+        if not self._started:
+            await self.start()
+        lane = self._lanes[function]
+        stored_ids = await self.store.stored_ids(
+            [event_id or request_id for _, request_id, event_id in submissions]
+        )
+        if self._draining:
+            return [False] * len(submissions)
+        accepted_ms = now_ms()
+        taken: list[bool] = []
+        for event, request_id, event_id in submissions:
+            if (event_id or request_id) in stored_ids:
+                taken.append(False)
+                continue
+            queued = queued_event(function, event, request_id, event_id, accepted_ms)
+            queued.stored = False
+            lane.ready.append(queued)
+            taken.append(True)
+        self._count_received(function, sum(taken))
+        self._pump(lane)
+        return taken
+
     def _accepted(
         self, lane: Lane, queued: QueuedEvent, accepted: bool, claim: bool
     ) -> None:
@@ -308,8 +380,11 @@ class DurableAsyncQueue:
             task = asyncio.create_task(self._work(lane))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
-        if lane.backlog and lane.room > 0 and not self._draining:
-            self._wake.set()
+        if lane.room > 0:
+            if lane.backlog and not self._draining:
+                self._wake.set()
+            if lane.room_waiter is not None and not lane.room_waiter.done():
+                lane.room_waiter.set_result(None)
 
     async def _work(self, lane: Lane) -> None:
         """Deliver the lane's ready events one after another, then end.
@@ -453,7 +528,7 @@ class DurableAsyncQueue:
             outcome=result.outcome.value,
             delay_s=round(delay_s, 3),
         )
-        await self.store.retry(event)
+        await self._keep(event)
         self._schedule(self._lanes[function.name], delay_s)
 
     async def _give_up(
@@ -504,10 +579,26 @@ class DurableAsyncQueue:
             )
             event.outcome = json.dumps({"success": success, "record": record})
             event.due_at_ms = now_ms() + int(DESTINATION_RETRY_S * 1000)
-            await self.store.retry(event)
+            await self._keep(event)
             self._schedule(self._lanes[function.name], DESTINATION_RETRY_S)
             return
         self._finished.add(event)
+
+    async def _keep(self, event: QueuedEvent) -> None:
+        """Store the event's progress; it is pending again at ``due_at_ms``.
+        An event not stored yet (``submit_backed``) is stored now."""
+        if event.stored:
+            await self.store.retry(event)
+            return
+        event.stored = True
+        if not await self.store.add(event, claim=False, remember_until_ms=None):
+            # Only another process sharing the store can have stored it
+            # meanwhile (two nodes watching one folder): its copy runs.
+            logger.warning(
+                "asyncq.stored_elsewhere",
+                function=event.function,
+                event_id=event.event_id,
+            )
 
     async def _resend(self, function: Function, event: QueuedEvent) -> None:
         assert event.outcome is not None
@@ -529,9 +620,16 @@ class DurableAsyncQueue:
             return
         self._draining = True
         self._wake.set()
-        unstarted = [event for lane in self._lanes.values() for event in lane.ready]
+        # Unstored ones stay with their source (files in their folder).
+        unstarted = [
+            event
+            for lane in self._lanes.values()
+            for event in lane.ready
+            if event.stored
+        ]
         for lane in self._lanes.values():
             lane.ready.clear()
+            self._pump(lane)
         if unstarted:
             await self.store.release(unstarted)
         while self._tasks:

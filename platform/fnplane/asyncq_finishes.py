@@ -6,7 +6,8 @@ An event finished and not yet deleted is still claimed by this owner: after
 a kill -9 it is delivered again, as after a kill during its attempt
 (at-least-once). A batch waits only for the write under way, which also
 carries the lanes' claims, so it holds no more events than the lanes
-deliver meanwhile.
+deliver meanwhile. An event never stored (see ``submit_backed``) has
+nothing to delete: it is only counted.
 """
 
 from __future__ import annotations
@@ -28,13 +29,13 @@ class FinishedEvents:
     def __init__(self, store: EventStore, metrics: AsyncQueueMetrics) -> None:
         self._store = store
         self._metrics = metrics
-        # (event id, function) of events finished, not yet deleted.
-        self._waiting: list[tuple[str, str]] = []
+        # Events finished, not yet deleted.
+        self._waiting: list[QueuedEvent] = []
         self._writer: asyncio.Task[None] | None = None
 
     def add(self, event: QueuedEvent) -> None:
         """Delete ``event`` with the next batch; the caller goes on at once."""
-        self._waiting.append((event.event_id, event.function))
+        self._waiting.append(event)
         if self._writer is None:
             self._writer = asyncio.create_task(self._write())
 
@@ -47,15 +48,17 @@ class FinishedEvents:
         try:
             while self._waiting:
                 batch, self._waiting = self._waiting, []
+                stored = [event.event_id for event in batch if event.stored]
                 try:
-                    await self._store.finish_many([event_id for event_id, _ in batch])
+                    if stored:
+                        await self._store.finish_many(stored)
                 except Exception as exc:
                     # The events stay claimed; a restart delivers them again.
                     logger.error(
                         "asyncq.finish_failed", events=len(batch), error=str(exc)
                     )
                     continue
-                finished = Counter(function for _, function in batch)
+                finished = Counter(event.function for event in batch)
                 for function, count in finished.items():
                     self._metrics.function(function).queued.dec(count)
         finally:

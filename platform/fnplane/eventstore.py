@@ -69,6 +69,9 @@ class QueuedEvent:
     # What the handler receives on the first attempt, when the queue has it
     # at hand (see ``codec.reusable_event``); never stored.
     handler_event: Any = field(default=None, repr=False, compare=False)
+    # False for an event its source keeps durable itself (a file in its
+    # folder), until the queue has to store it (see ``submit_backed``).
+    stored: bool = field(default=True, repr=False, compare=False)
 
     def to_row(self) -> tuple[Any, ...]:
         """The values in column order."""
@@ -77,7 +80,9 @@ class QueuedEvent:
 
 
 COLUMNS = tuple(
-    column.name for column in fields(QueuedEvent) if column.name != "handler_event"
+    column.name
+    for column in fields(QueuedEvent)
+    if column.name not in ("handler_event", "stored")
 )
 # Reads the columns in C: a quarter of a generator's time, on every write.
 _row_of = operator.attrgetter(*COLUMNS)
@@ -132,6 +137,9 @@ class EventStore(Protocol):
 
     async def release(self, events: list[QueuedEvent]) -> None:
         """Give claimed events that were not started back to the pending set."""
+
+    async def stored_ids(self, event_ids: list[str]) -> set[str]:
+        """Those of ``event_ids`` whose events are stored, pending or claimed."""
 
     async def pending_counts(self) -> dict[str, int]:
         """Events not finished, by function (pending and claimed)."""
@@ -279,6 +287,15 @@ class SqliteEventStore:
         """Make claimed, unstarted events pending again."""
         for event in events:
             await self._write(("retry", event))
+
+    async def stored_ids(self, event_ids: list[str]) -> set[str]:
+        """Those of ``event_ids`` whose events are in the database."""
+        marks = ", ".join("?" * len(event_ids))
+        query = f"SELECT event_id FROM events WHERE event_id IN ({marks})"
+        rows = await self._run(
+            lambda: self._connection().execute(query, event_ids).fetchall()
+        )
+        return {event_id for (event_id,) in rows}
 
     async def pending_counts(self) -> dict[str, int]:
         """Unfinished events by function."""

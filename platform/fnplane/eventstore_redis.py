@@ -203,6 +203,18 @@ class RedisEventStore:
         for event in events:
             await self._batcher.submit(("retry", event))
 
+    async def stored_ids(self, event_ids: list[str]) -> set[str]:
+        """Those of ``event_ids`` with an event hash, pending or claimed."""
+        pipe = self._client.pipeline(transaction=False)
+        for event_id in event_ids:
+            pipe.exists(self._key("ev", event_id))
+        found = await self._call(pipe.execute())
+        return {
+            event_id
+            for event_id, exists in zip(event_ids, found, strict=True)
+            if exists
+        }
+
     async def pending_counts(self) -> dict[str, int]:
         """Pending (due, unclaimed) events by function."""
         functions = await self._call(self._client.smembers(self._key("functions")))

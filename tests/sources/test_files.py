@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import sqlite3
 import time
 from collections import Counter
 from collections.abc import Callable
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -338,6 +340,88 @@ async def test_file_deleted_before_its_turn_is_skipped(
             lambda: any(log["event"] == "files.skipped_missing" for log in logs)
         )
     assert keys == ["first.txt"]
+
+
+def stored_events(settings: Settings) -> int:
+    """How many events the SQLite store holds."""
+    with closing(sqlite3.connect(Path(settings.state_dir) / "asyncq.sqlite3")) as db:
+        count: int = db.execute("SELECT count(*) FROM events").fetchone()[0]
+    return count
+
+
+async def test_a_file_to_move_runs_without_a_store_write_and_waits_in_its_folder(
+    start_platform: Any, tmp_path: Path, settings: Settings
+) -> None:
+    """A file moved or deleted after success is its own durable record: it
+    is not stored before its attempt, and while the function is busy the
+    rest of a burst waits in the folder, not in memory (at most twice the
+    concurrency is taken in). A file left in place is stored."""
+    inbox, kept = tmp_path / "inbox", tmp_path / "kept"
+    app = App()
+    release = asyncio.Event()
+    handled: list[str] = []
+
+    @app.on_file(inbox, concurrency=1)
+    async def busy(event: S3Event, context: Any) -> None:
+        await release.wait()
+        handled.append(event.key)
+
+    @app.on_file(kept, disposition="leave", concurrency=1)
+    async def keep(event: S3Event, context: Any) -> None:
+        await release.wait()
+
+    platform = await start_platform(app)
+    registry = platform.invoker.metrics.registry
+    for number in range(300):
+        (inbox / f"{number:03d}.txt").write_text("x")
+    (kept / "kept.txt").write_text("x")
+    received = {"function": "busy"}
+    await wait_for(
+        lambda: (
+            registry.get_sample_value("fnplane_async_events_received_total", received)
+            == 2
+        )
+    )
+    await asyncio.sleep(0.5)  # time enough for the burst to be noticed
+    assert registry.get_sample_value("fnplane_async_events_queued", received) == 2
+    assert len(names(inbox)) == 300
+    await wait_for(lambda: stored_events(settings) == 1)  # the left file only
+
+    release.set()
+    await wait_for(lambda: len(handled) == 300)
+    assert sorted(handled) == names(inbox / "processed")
+
+
+async def test_a_file_waiting_for_a_retry_over_a_restart_runs_once_more(
+    start_platform: Any, tmp_path: Path, settings: Settings
+) -> None:
+    """A file whose retry is stored when the platform stops is delivered from
+    the store after the restart, once, as its second attempt: the scan at
+    start does not queue it again."""
+    inbox = tmp_path / "inbox"
+    attempts: list[int] = []
+
+    def build(fail: bool) -> App:
+        app = App()
+
+        @app.on_file(inbox, backoff=Backoff(base=1.0, cap=1.0))
+        def handle(event: S3Event, context: Any) -> None:
+            attempts.append(context.attempt)
+            if fail:
+                raise RuntimeError("not yet")
+
+        return app
+
+    first = await start_platform(build(fail=True))
+    (inbox / "order.json").write_text("{}")
+    await wait_for(lambda: stored_events(settings) == 1)
+    await first.stop()
+    assert attempts == [1]
+
+    await start_platform(build(fail=False), settings)
+    await wait_for(lambda: names(inbox / "processed") == ["order.json"])
+    await asyncio.sleep(0.3)  # a second delivery would have started by now
+    assert attempts == [1, 2]
 
 
 async def test_missing_folder_is_created_or_refused(
