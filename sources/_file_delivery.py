@@ -41,6 +41,8 @@ RENAME_NOREPLACE = 1
 # renameat2 errors meaning "not here" (old kernel, or a filesystem without
 # RENAME_NOREPLACE): the mover checks the name, then renames.
 RENAME_UNSUPPORTED = (errno.EINVAL, errno.ENOSYS)
+# Read once: getuid is a system call, and os.access checks this user.
+REAL_UID = os.getuid()
 
 
 def file_event_id(function: str, path: str, info: os.stat_result) -> str:
@@ -58,7 +60,7 @@ def readable(path: str, info: os.stat_result) -> bool:
     """True if this process may read the file. A file of our own user with
     its owner-read bit set is, without a system call (a tenth of the cost of
     a file's delivery went to ``os.access``); otherwise ``os.access`` says."""
-    if info.st_uid == os.getuid() and info.st_mode & stat.S_IRUSR:
+    if info.st_uid == REAL_UID and info.st_mode & stat.S_IRUSR:
         return True
     return os.access(path, os.R_OK)
 
@@ -245,4 +247,4 @@ class FileDelivery:
             relative = path[len(self._root_prefix) :]
         else:
             relative = os.path.relpath(path, self.root)
-        return os.path.join(folder, relative)
+        return f"{folder}{os.sep}{relative}"

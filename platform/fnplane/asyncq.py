@@ -42,7 +42,12 @@ from fnplane.destinations import (
     check_destinations,
 )
 from fnplane.errors import FnplaneError
-from fnplane.events.codec import decode_event, encode_event, reusable_event
+from fnplane.events.codec import (
+    decode_event,
+    encode_event,
+    kind_of,
+    reusable_event,
+)
 from fnplane.eventstore import EventStore, QueuedEvent, now_ms
 from fnplane.records import (
     EVENT_AGE_EXCEEDED,
@@ -326,9 +331,9 @@ class DurableAsyncQueue:
             if (event_id or request_id) in stored_ids:
                 taken.append(False)
                 continue
-            queued = queued_event(function, event, request_id, event_id, accepted_ms)
-            queued.stored = False
-            lane.ready.append(queued)
+            lane.ready.append(
+                backed_event(function, event, request_id, event_id, accepted_ms)
+            )
             taken.append(True)
         self._count_received(function, sum(taken))
         self._pump(lane)
@@ -484,8 +489,9 @@ class DurableAsyncQueue:
         handler_event = event.handler_event
         if handler_event is None:
             handler_event = decode_event(event.kind, event.payload)
-        else:
-            # A retry decodes the stored document, as after a restart.
+        elif event.stored:
+            # A retry decodes the stored document, as after a restart. (An
+            # unstored event keeps it: it is encoded from it if stored.)
             event.handler_event = None
         result = await self._invoker.invoke(
             function.name,
@@ -511,6 +517,7 @@ class DurableAsyncQueue:
         if destination is None:
             self._finished.add(event)
             return
+        encode_payload(event)
         record = outcome_record(function, event, SUCCESS, result)
         await self._send(function, event, record, success=True)
 
@@ -538,6 +545,7 @@ class DurableAsyncQueue:
         condition: str,
         result: InvocationResult | None,
     ) -> None:
+        encode_payload(event)
         record = outcome_record(function, event, condition, result)
         self.metrics.function(function.name).dropped(condition).inc()
         hooks = self._hooks.get(event.kind)
@@ -590,6 +598,7 @@ class DurableAsyncQueue:
         if event.stored:
             await self.store.retry(event)
             return
+        encode_payload(event)
         event.stored = True
         if not await self.store.add(event, claim=False, remember_until_ms=None):
             # Only another process sharing the store can have stored it
@@ -666,6 +675,30 @@ def queued_event(
     )
     queued.handler_event = reusable_event(event)
     return queued
+
+
+def backed_event(
+    function: str, event: Any, request_id: str, event_id: str | None, at_ms: int
+) -> QueuedEvent:
+    """The unstored form of an event its source keeps durable. One the
+    handler receives as submitted (a file's) is encoded only if it has to be
+    stored or put in a record: most never are."""
+    handler_event = reusable_event(event)
+    if handler_event is None:
+        queued = queued_event(function, event, request_id, event_id, at_ms)
+    else:
+        queued = QueuedEvent(
+            event_id or request_id, function, request_id, kind_of(event), "", at_ms, 0
+        )
+        queued.handler_event = handler_event
+    queued.stored = False
+    return queued
+
+
+def encode_payload(event: QueuedEvent) -> None:
+    """Encode the payload of a ``backed_event`` that left it for later."""
+    if not event.payload:
+        event.kind, event.payload = encode_event(event.handler_event)
 
 
 def lane_window(function: Function) -> int:
