@@ -162,6 +162,19 @@ class FileDelivery:
 
     async def before(self, event: QueuedEvent, path: str) -> bool:
         """True to run the handler; False skips a file gone or replaced."""
+        info = self.status(event, path)
+        if info is None:
+            return False
+        if file_event_id(self.function, path, info) != event.event_id:
+            # A newer version of the file has an event of its own.
+            logger.info("files.skipped_replaced", function=self.function, path=path)
+            self._forget(event.event_id)
+            return False
+        return await self.readable_or_failed(event, path, info)
+
+    def status(self, event: QueuedEvent, path: str) -> os.stat_result | None:
+        """The file's status before an attempt; None, logged and the event
+        forgotten, if it is gone or not a regular file."""
         try:
             info = os.stat(path)
         except FileNotFoundError:
@@ -171,17 +184,25 @@ class FileDelivery:
                 path=path,
                 reason="the file was deleted or moved before its turn",
             )
-            self._forget(event.event_id)
-            return False
-        if file_event_id(self.function, path, info) != event.event_id:
-            # A newer version of the file has an event of its own.
-            logger.info("files.skipped_replaced", function=self.function, path=path)
-            self._forget(event.event_id)
-            return False
-        if not readable(path, info):
-            await self._permission_denied(event, path)
-            return False
-        return True
+        except OSError as exc:
+            logger.warning(
+                "files.stat_failed", function=self.function, path=path, error=str(exc)
+            )
+        else:
+            if stat.S_ISREG(info.st_mode):
+                return info
+            logger.info("files.skipped_not_a_file", function=self.function, path=path)
+        self._forget(event.event_id)
+        return None
+
+    async def readable_or_failed(
+        self, event: QueuedEvent, path: str, info: os.stat_result
+    ) -> bool:
+        """True if the file can be read; otherwise it moves to failed/."""
+        if readable(path, info):
+            return True
+        await self._permission_denied(event, path)
+        return False
 
     async def _permission_denied(self, event: QueuedEvent, path: str) -> None:
         logger.error(

@@ -9,10 +9,12 @@ modification time has not changed for ``settle`` seconds. It is then turned
 into an ``S3Event`` and submitted to the durable async queue, so retries,
 maximum age and destinations work as for any asynchronous invocation. A
 file that is moved or deleted after success is its own durable record: it
-stays in the folder until done, and a scan at start finds it again, so it is
-handed to the queue without a store write (``submit_backed``) and only
-stored if it has to wait for a retry; with ``disposition="leave"`` the store
-also remembers which files were handled. The
+stays in the folder until done, and a scan at start finds it again. So it is
+handed to the queue as its path, without a store write (``submit_backed``),
+and its status is read once, by the check before its first attempt, which
+makes its event; it is stored only if it has to wait for a retry. With
+``disposition="leave"`` the store also remembers which files were handled,
+so their status is read and their events stored when they are found. The
 queue calls back here before each attempt (skip a file deleted or replaced
 meanwhile) and after the outcome (move to ``processed/``, delete, or move to
 ``failed/`` with ``<name>.error.json``).
@@ -78,6 +80,8 @@ RECONCILE_INTERVAL_S = 30.0
 BURST_EVENTS = 100
 BURST_QUIET_S = 0.25
 SUBMIT_BATCH = 256
+# Event ids a store lookup checks at once (SQLite allows 32,766 variables).
+STORED_CHECK_BATCH = 1000
 SETTLE_EVENTS = [FileCreatedEvent, FileModifiedEvent, FileMovedEvent, FileDeletedEvent]
 
 
@@ -197,7 +201,7 @@ class FileSource:
         watch, path = self._watch_for(event)
         if watch is None:
             return os.path.exists(path)
-        return await watch.delivery.before(event, path)
+        return await watch.before(event, path)
 
     async def after_success(self, event: QueuedEvent) -> None:
         """Dispose of the file: move it to processed/, delete it or leave it."""
@@ -279,6 +283,10 @@ class FolderWatch:
         # Event id -> path of every file queued and not finished yet.
         self._queued: dict[str, str] = {}
         self._queued_paths: set[str] = set()
+        # Ids (request ids) of files submitted as paths, status not read.
+        self._unread: set[str] = set()
+        # Queued paths written again meanwhile: fired again once finished.
+        self._refire: set[str] = set()
         self._routes = routes
         self._close_events = close_events
         self.delivery = FileDelivery(function, trigger, self.root, mover, self.forget)
@@ -446,7 +454,11 @@ class FolderWatch:
                 await self._submit(batch)
 
     async def _submit(self, paths: list[str]) -> None:
-        """Queue the files among ``paths`` not queued yet, in one store write."""
+        """Queue the files among ``paths`` not queued yet: as paths for the
+        queue to run, or read and stored in one write (``leave``)."""
+        if self._backed:
+            await self._submit_unread(paths)
+            return
         submissions: list[Submission] = []
         queued: dict[str, str] = {}
         for path in paths:
@@ -476,6 +488,41 @@ class FolderWatch:
                 error=str(exc),
             )
 
+    async def _submit_unread(self, paths: list[str]) -> None:
+        submissions: list[Submission] = []
+        for path in paths:
+            if path in self._queued_paths:
+                self._refire.add(path)
+                continue
+            request_id = new_request_id()
+            self._remember(request_id, path)
+            self._unread.add(request_id)
+            submissions.append((path, request_id, None))
+        if not submissions:
+            return
+        if not await self._queue.submit_backed(self.function, S3_KIND, submissions):
+            # Draining: the files stay for the next start.
+            for _, request_id, _ in submissions:
+                self.forget(request_id)
+
+    async def before(self, event: QueuedEvent, path: str) -> bool:
+        """The check before an attempt. A file submitted as its path gets
+        its event now, from the status the check reads: its version, and
+        the event id derived from it."""
+        if event.event_id not in self._unread:
+            return await self.delivery.before(event, path)
+        info = self.delivery.status(event, path)
+        if info is None:
+            return False
+        version_id = file_event_id(self.function, path, info)
+        self._unread.discard(event.event_id)
+        del self._queued[event.event_id]
+        del self._routes[event.event_id]
+        self._remember(version_id, path)
+        event.event_id = version_id
+        event.handler_event = self._event(path, info, event.request_id)
+        return await self.delivery.readable_or_failed(event, path, info)
+
     def _new_version(self, path: str) -> tuple[str, os.stat_result] | None:
         """The event id and status of a regular file not queued yet."""
         try:
@@ -500,9 +547,14 @@ class FolderWatch:
     def forget(self, event_id: str) -> None:
         """The file's event is finished (or was not stored)."""
         path = self._queued.pop(event_id, None)
-        if path is not None:
-            self._queued_paths.discard(path)
         self._routes.pop(event_id, None)
+        self._unread.discard(event_id)
+        if path is None:
+            return
+        self._queued_paths.discard(path)
+        if path in self._refire:
+            self._refire.discard(path)
+            self.fire(path)
 
     def queued_path(self, event_id: str) -> str:
         """The path of a file this watch queued."""
@@ -537,16 +589,25 @@ class FolderWatch:
         except OSError as exc:
             logger.error("files.scan_failed", folder=str(self.root), error=str(exc))
             return
+        if reason == "start" and self._backed:
+            try:
+                await self._leave_stored_to_the_store(found)
+            except Exception as exc:
+                # At least once still holds: a file waiting for its retry
+                # may run once more, now and again from the store.
+                logger.error(
+                    "files.stored_check_failed", folder=str(self.root), error=str(exc)
+                )
         now_s = time.time()
         fired = 0
-        for path, mtime_s in found:
+        for path, info in found:
             if not self._intake:
                 break
             if path in self._incoming or path in self._queued_paths:
                 continue
             if path in self._timers:
                 continue
-            quiet_s = now_s - mtime_s
+            quiet_s = now_s - info.st_mtime
             if quiet_s < self.trigger.settle_s:
                 self._arm(path, self.trigger.settle_s - quiet_s)
             else:
@@ -560,8 +621,21 @@ class FolderWatch:
             fired=fired,
         )
 
-    def _list_files(self) -> list[tuple[str, float]]:
-        found: list[tuple[str, float]] = []
+    async def _leave_stored_to_the_store(
+        self, found: list[tuple[str, os.stat_result]]
+    ) -> None:
+        """Files whose events were stored before a restart (waiting for a
+        retry) are delivered from the store: mark them queued, so that they
+        are not submitted again."""
+        paths = {file_event_id(self.function, path, info): path for path, info in found}
+        event_ids = list(paths)
+        for start in range(0, len(event_ids), STORED_CHECK_BATCH):
+            batch = event_ids[start : start + STORED_CHECK_BATCH]
+            for event_id in await self._queue.stored_ids(batch):
+                self._remember(event_id, paths[event_id])
+
+    def _list_files(self) -> list[tuple[str, os.stat_result]]:
+        found: list[tuple[str, os.stat_result]] = []
         pending = [str(self.root)]
         excluded = {str(self.processed), str(self.failed)}
         while pending:
@@ -572,7 +646,7 @@ class FolderWatch:
                             pending.append(entry.path)
                     elif entry.is_file() and self.wanted(entry.path):
                         try:
-                            found.append((entry.path, entry.stat().st_mtime))
+                            found.append((entry.path, entry.stat()))
                         except FileNotFoundError:
                             continue  # handled and moved away while listing
         return found

@@ -660,8 +660,8 @@ async def test_backed_events_are_stored_only_to_wait_for_a_retry(
     tmp_path: Path, redis_url: str, backend: str
 ) -> None:
     """submit_backed runs events with no store write; one that fails is
-    stored for its retry, and while stored its id is not taken again; once
-    draining, nothing is taken (the source keeps its events)."""
+    stored for its retry; once draining, nothing is taken (the source keeps
+    its events)."""
     queue_url = f"{redis_url}?prefix=test-{uuid.uuid4().hex[:8]}"
     settings = Settings(
         state_dir=str(tmp_path),
@@ -682,12 +682,11 @@ async def test_backed_events_are_stored_only_to_wait_for_a_retry(
     queue = invoker.async_queue
     assert isinstance(queue, DurableAsyncQueue)
     assert await queue.wait_for_room("backed") == 2 * 256
-    taken = await queue.submit_backed("backed", [(0, "r-0", "e-0"), (1, "r-1", "e-1")])
-    assert taken == [True, True]
+    submissions = [(0, "r-0", "e-0"), (1, "r-1", "e-1")]
+    assert await queue.submit_backed("backed", "json", submissions)
     await wait_for(lambda: (1, 2) in attempts)
     # Event 0 is running too, and was never stored.
-    assert await queue.store.stored_ids(["e-0", "e-1"]) == {"e-1"}
-    assert await queue.submit_backed("backed", [(1, "r-1b", "e-1")]) == [False]
+    assert await queue.stored_ids(["e-0", "e-1"]) == {"e-1"}
 
     release.set()
     await wait_for_store_empty(queue, ["e-0", "e-1"])
@@ -695,15 +694,15 @@ async def test_backed_events_are_stored_only_to_wait_for_a_retry(
 
     await queue.drain()
     assert await queue.wait_for_room("backed") == 0
-    assert await queue.submit_backed("backed", [(2, "r-2", "e-2")]) == [False]
-    assert await queue.store.stored_ids(["e-2"]) == set()
+    assert not await queue.submit_backed("backed", "json", [(2, "r-2", "e-2")])
+    assert await queue.stored_ids(["e-2"]) == set()
     await invoker.shutdown()
 
 
 async def wait_for_store_empty(queue: DurableAsyncQueue, event_ids: list[str]) -> None:
     """Wait until none of ``event_ids`` is stored."""
     deadline = time.monotonic() + 10.0
-    while await queue.store.stored_ids(event_ids):
+    while await queue.stored_ids(event_ids):
         if time.monotonic() > deadline:
             raise AssertionError(f"{event_ids} still stored")
         await asyncio.sleep(0.01)

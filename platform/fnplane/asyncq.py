@@ -42,12 +42,7 @@ from fnplane.destinations import (
     check_destinations,
 )
 from fnplane.errors import FnplaneError
-from fnplane.events.codec import (
-    decode_event,
-    encode_event,
-    kind_of,
-    reusable_event,
-)
+from fnplane.events.codec import decode_event, encode_event, reusable_event
 from fnplane.eventstore import EventStore, QueuedEvent, now_ms
 from fnplane.records import (
     EVENT_AGE_EXCEEDED,
@@ -108,10 +103,13 @@ class AsyncQueue(Protocol):
         take (0 when the queue is draining)."""
 
     async def submit_backed(
-        self, function: str, submissions: list[Submission]
-    ) -> list[bool]:
-        """Take events their source keeps durable itself; False for each
-        one not run from here."""
+        self, function: str, kind: str, submissions: list[Submission]
+    ) -> bool:
+        """Take events their source keeps durable itself; False, taking
+        none, when draining."""
+
+    async def stored_ids(self, event_ids: list[str]) -> set[str]:
+        """Those of ``event_ids`` whose events are in the store."""
 
     async def drain(self) -> None:
         """Stop claiming new work; wait for the events already running."""
@@ -303,41 +301,53 @@ class DurableAsyncQueue:
         return 0 if self._draining else lane.room
 
     async def submit_backed(
-        self, function: str, submissions: list[Submission]
-    ) -> list[bool]:
+        self, function: str, kind: str, submissions: list[Submission]
+    ) -> bool:
         """Take events whose source keeps them durable itself; run them.
 
         For a source whose events outlive the process without the queue (a
         file stays in its folder until its disposition, and a scan at start
         finds it again): nothing is written before the first attempt. An
         event is stored when it has to wait for a retry or for a destination
-        that is down, and from then on it is delivered as any other. Returns,
-        for each submission, True if it runs from here; False if its event id
-        is in the store already (stored before a restart: it runs from
-        there) or the queue is draining (the source finds it at next start).
-        Call ``wait_for_room`` first: this adds every submission to the lane.
+        that is down, and from then on it is delivered as any other.
+
+        The source's ``before`` hook for ``kind`` turns each submitted event
+        into the handler's (``handler_event``), and may give it its final
+        ``event_id``, before the first attempt; with no hook for ``kind``
+        the handler gets the event as submitted. Returns False, taking
+        nothing, when the queue is draining (the source finds its events
+        again at the next start). Call ``wait_for_room`` first: this adds
+        every submission to the lane.
         """
         if not self._started:
             await self.start()
-        lane = self._lanes[function]
-        stored_ids = await self.store.stored_ids(
-            [event_id or request_id for _, request_id, event_id in submissions]
-        )
         if self._draining:
-            return [False] * len(submissions)
+            return False
+        lane = self._lanes[function]
         accepted_ms = now_ms()
-        taken: list[bool] = []
         for event, request_id, event_id in submissions:
-            if (event_id or request_id) in stored_ids:
-                taken.append(False)
-                continue
             lane.ready.append(
-                backed_event(function, event, request_id, event_id, accepted_ms)
+                QueuedEvent(
+                    event_id or request_id,
+                    function,
+                    request_id,
+                    kind,
+                    "",  # encoded only if stored or recorded (encode_payload)
+                    accepted_ms,
+                    0,
+                    handler_event=event,
+                    stored=False,
+                )
             )
-            taken.append(True)
-        self._count_received(function, sum(taken))
+        self._count_received(function, len(submissions))
         self._pump(lane)
-        return taken
+        return True
+
+    async def stored_ids(self, event_ids: list[str]) -> set[str]:
+        """Those of ``event_ids`` whose events are in the store."""
+        if not self._started:
+            await self.start()
+        return await self.store.stored_ids(event_ids)
 
     def _accepted(
         self, lane: Lane, queued: QueuedEvent, accepted: bool, claim: bool
@@ -471,16 +481,18 @@ class DurableAsyncQueue:
         if event.outcome is not None:
             await self._resend(function, event)
             return
+        # The source's check comes first: it skips events whose subject is
+        # gone, and completes events from submit_backed.
+        hooks = self._hooks.get(event.kind)
+        if hooks is not None and not await hooks.before(event):
+            self._finished.add(event)
+            return
         policy = function.async_policy
         started_ms = now_ms()
         age_s = (started_ms - event.accepted_at_ms) / 1000
         self.metrics.function(function.name).event_age_s.observe(age_s)
         if age_s > policy.max_event_age_s:
             await self._give_up(function, event, EVENT_AGE_EXCEEDED, None)
-            return
-        hooks = self._hooks.get(event.kind)
-        if hooks is not None and not await hooks.before(event):
-            self._finished.add(event)
             return
 
         event.attempts += 1
@@ -677,26 +689,8 @@ def queued_event(
     return queued
 
 
-def backed_event(
-    function: str, event: Any, request_id: str, event_id: str | None, at_ms: int
-) -> QueuedEvent:
-    """The unstored form of an event its source keeps durable. One the
-    handler receives as submitted (a file's) is encoded only if it has to be
-    stored or put in a record: most never are."""
-    handler_event = reusable_event(event)
-    if handler_event is None:
-        queued = queued_event(function, event, request_id, event_id, at_ms)
-    else:
-        queued = QueuedEvent(
-            event_id or request_id, function, request_id, kind_of(event), "", at_ms, 0
-        )
-        queued.handler_event = handler_event
-    queued.stored = False
-    return queued
-
-
 def encode_payload(event: QueuedEvent) -> None:
-    """Encode the payload of a ``backed_event`` that left it for later."""
+    """Encode the payload of an event from ``submit_backed`` on first need."""
     if not event.payload:
         event.kind, event.payload = encode_event(event.handler_event)
 

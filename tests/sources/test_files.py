@@ -424,6 +424,33 @@ async def test_a_file_waiting_for_a_retry_over_a_restart_runs_once_more(
     assert attempts == [1, 2]
 
 
+async def test_a_file_rewritten_while_it_waits_for_a_retry_runs_as_its_new_version(
+    start_platform: Any, tmp_path: Path
+) -> None:
+    """The waiting retry of the old version is skipped as replaced, and the
+    new version runs at once, not at the next periodic scan."""
+    inbox = tmp_path / "inbox"
+    app = App()
+    contents: list[str] = []
+
+    @app.on_file(inbox, backoff=Backoff(base=1.0, cap=1.0))
+    def handle(event: S3Event, context: Any) -> None:
+        contents.append(event.read_bytes().decode())
+        if contents == ["draft"]:
+            raise RuntimeError("not ready")
+
+    await start_platform(app)
+    with capture_logs() as logs:
+        (inbox / "report.txt").write_text("draft")
+        await wait_for(lambda: contents == ["draft"])
+        (inbox / "report.txt").write_text("final")
+        await wait_for(lambda: names(inbox / "processed") == ["report.txt"], 5.0)
+        await asyncio.sleep(1.5)  # the retry's turn has come and gone
+    assert contents == ["draft", "final"]
+    assert (inbox / "processed" / "report.txt").read_text() == "final"
+    assert any(log["event"] == "files.skipped_replaced" for log in logs)
+
+
 async def test_missing_folder_is_created_or_refused(
     start_platform: Any, tmp_path: Path, settings: Settings
 ) -> None:

@@ -39,24 +39,14 @@ class EventEncodingError(FnplaneError, TypeError):
     """An asynchronous event cannot be stored as JSON."""
 
 
-def kind_of(event: Any) -> str:
-    """The kind ``event`` is stored as."""
-    if isinstance(event, HttpRequest):
-        return HTTP_KIND
-    if isinstance(event, S3Event):
-        return S3_KIND
-    return JSON_KIND
-
-
 def encode_event(event: Any) -> tuple[str, str]:
     """Return ``(kind, json_text)`` for ``event``; raise ``EventEncodingError``."""
-    kind = kind_of(event)
-    if kind == HTTP_KIND:
-        document = dict(event)
-    elif kind == S3_KIND:
-        document = event.to_payload()
+    if isinstance(event, HttpRequest):
+        kind, document = HTTP_KIND, dict(event)
+    elif isinstance(event, S3Event):
+        kind, document = S3_KIND, event.to_payload()
     else:
-        document = event
+        kind, document = JSON_KIND, event
     # A file path may hold surrogates (a name that is not UTF-8): escape
     # them, as the store keeps UTF-8 text.
     encoder = COMPACT_ASCII_JSON if kind == S3_KIND else COMPACT_JSON
