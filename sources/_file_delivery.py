@@ -160,17 +160,18 @@ class FileDelivery:
         self._mover = mover
         self._forget = forget
 
-    async def before(self, event: QueuedEvent, path: str) -> bool:
-        """True to run the handler; False skips a file gone or replaced."""
+    def same_version(self, event: QueuedEvent, path: str) -> os.stat_result | None:
+        """The file's status if it is still the version of its event; None,
+        logged and the event forgotten, if it is gone or was replaced."""
         info = self.status(event, path)
         if info is None:
-            return False
+            return None
         if file_event_id(self.function, path, info) != event.event_id:
             # A newer version of the file has an event of its own.
             logger.info("files.skipped_replaced", function=self.function, path=path)
             self._forget(event.event_id)
-            return False
-        return await self.readable_or_failed(event, path, info)
+            return None
+        return info
 
     def status(self, event: QueuedEvent, path: str) -> os.stat_result | None:
         """The file's status before an attempt; None, logged and the event
@@ -195,16 +196,8 @@ class FileDelivery:
         self._forget(event.event_id)
         return None
 
-    async def readable_or_failed(
-        self, event: QueuedEvent, path: str, info: os.stat_result
-    ) -> bool:
-        """True if the file can be read; otherwise it moves to failed/."""
-        if readable(path, info):
-            return True
-        await self._permission_denied(event, path)
-        return False
-
-    async def _permission_denied(self, event: QueuedEvent, path: str) -> None:
+    async def permission_denied(self, event: QueuedEvent, path: str) -> None:
+        """Log that the file cannot be read and move it to failed/."""
         logger.error(
             "files.permission_denied",
             function=self.function,
@@ -218,7 +211,7 @@ class FileDelivery:
         }
         await self.fail(event, path, record)
 
-    async def dispose(self, event: QueuedEvent, path: str) -> None:
+    def dispose(self, event: QueuedEvent, path: str) -> None:
         """Apply the trigger's disposition after a successful invocation."""
         self._forget(event.event_id)
         disposition = self.trigger.disposition

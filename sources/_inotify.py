@@ -79,7 +79,8 @@ class InotifyReader:
             hint = LIMIT_HINTS.get(error, "")
             raise OSError(error, f"cannot start inotify: {os.strerror(error)}{hint}")
         self._fd: int | None = fd
-        # Watch descriptor -> (folder, its target).
+        # Watch descriptor -> (folder path ending in a separator, so a
+        # name read is appended to it, its target).
         self._folders: dict[int, tuple[str, InotifyTarget]] = {}
         self._targets: list[InotifyTarget] = []
 
@@ -116,7 +117,7 @@ class InotifyReader:
                     message = f"cannot watch {current}: {os.strerror(error)}{hint}"
                     raise OSError(error, message, current)
                 continue  # a subfolder removed meanwhile
-            self._folders[wd] = (current, target)
+            self._folders[wd] = (os.path.join(current, ""), target)
             if recursive:
                 pending.extend(subfolders(current, target.watches_below))
 
@@ -143,7 +144,7 @@ class InotifyReader:
                 continue
             folder, target = watched
             name = data[start:offset].rstrip(b"\0")
-            path = os.path.join(folder, os.fsdecode(name))
+            path = folder + os.fsdecode(name)
             if mask & IN_ISDIR:
                 self._new_folder(target, path)
             elif mask & IN_CLOSE_WRITE:

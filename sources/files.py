@@ -62,7 +62,7 @@ from fnplane.events.s3 import FileVersion, S3Event
 from fnplane.file_trigger import FileTrigger
 from fnplane.invoke import new_request_id
 
-from ._file_delivery import FileDelivery, FileMover, file_event_id
+from ._file_delivery import FileDelivery, FileMover, file_event_id, readable
 from ._inotify import InotifyReader
 
 if TYPE_CHECKING:
@@ -207,7 +207,7 @@ class FileSource:
         """Dispose of the file: move it to processed/, delete it or leave it."""
         watch, path = self._watch_for(event)
         if watch is not None:
-            await watch.delivery.dispose(event, path)
+            watch.delivery.dispose(event, path)
 
     async def after_failure(self, event: QueuedEvent, record: dict[str, Any]) -> None:
         """Move the file to failed/ with its error record beside it."""
@@ -506,14 +506,24 @@ class FolderWatch:
                 self.forget(request_id)
 
     async def before(self, event: QueuedEvent, path: str) -> bool:
-        """The check before an attempt. A file submitted as its path gets
-        its event now, from the status the check reads: its version, and
-        the event id derived from it."""
-        if event.event_id not in self._unread:
-            return await self.delivery.before(event, path)
-        info = self.delivery.status(event, path)
+        """True to run the handler: the file is there, still the version of
+        its event, and readable (if not, it moves to failed/). A file
+        submitted as its path gets its event here, from the status read:
+        its version, and the event id derived from it."""
+        if event.event_id in self._unread:
+            info = self.delivery.status(event, path)
+            if info is not None:
+                self._make_event(event, path, info)
+        else:
+            info = self.delivery.same_version(event, path)
         if info is None:
             return False
+        if readable(path, info):
+            return True
+        await self.delivery.permission_denied(event, path)
+        return False
+
+    def _make_event(self, event: QueuedEvent, path: str, info: os.stat_result) -> None:
         version_id = file_event_id(self.function, path, info)
         self._unread.discard(event.event_id)
         del self._queued[event.event_id]
@@ -521,7 +531,6 @@ class FolderWatch:
         self._remember(version_id, path)
         event.event_id = version_id
         event.handler_event = self._event(path, info, event.request_id)
-        return await self.delivery.readable_or_failed(event, path, info)
 
     def _new_version(self, path: str) -> tuple[str, os.stat_result] | None:
         """The event id and status of a regular file not queued yet."""
