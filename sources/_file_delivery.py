@@ -80,7 +80,7 @@ class FileMover:
         """Rename ``path`` to ``target``, or to ``target`` with ``.1``, ``.2``...
         before its suffix if that name is taken; return the name used.
         Raises ``OSError`` (``FileNotFoundError`` if ``path`` is gone)."""
-        parent = os.path.dirname(target)
+        parent = target.rpartition(os.sep)[0]
         if parent not in self._made_dirs:
             os.makedirs(parent, exist_ok=True)
             self._made_dirs.add(parent)

@@ -374,7 +374,7 @@ class FolderWatch:
 
     def wanted(self, path: str) -> bool:
         """True for a file this trigger fires for (by name and place)."""
-        parent, name = os.path.split(path)
+        parent, _, name = path.rpartition(os.sep)
         if parent != self._root_str and not self.watches_below(parent):
             return False
         if self._ignored(name):

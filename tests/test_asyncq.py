@@ -463,7 +463,8 @@ async def test_handler_invokes_another_function(settings: Settings) -> None:
 
 
 async def test_queue_metrics_are_exposed(settings: Settings) -> None:
-    """Received, queued, age, retries and dropped events are in /metrics."""
+    """Received, queued, age, retries, duplicates and dropped events are in
+    /metrics."""
     app = App()
 
     @app.function(retries=1, backoff=FAST)
@@ -471,7 +472,8 @@ async def test_queue_metrics_are_exposed(settings: Settings) -> None:
         raise RuntimeError
 
     invoker = await started(app, settings)
-    await invoker.invoke_async("fails", 1)
+    await invoker.invoke_async("fails", 1, event_id="once")
+    await invoker.invoke_async("fails", 1, event_id="once")
     text = ""
 
     def finished() -> bool:
@@ -483,7 +485,10 @@ async def test_queue_metrics_are_exposed(settings: Settings) -> None:
     assert 'fnplane_async_events_received_total{function="fails"} 1.0' in text
     assert 'fnplane_async_retries_total{function="fails"} 1.0' in text
     assert 'dropped_total{condition="RetriesExhausted",function="fails"} 1.0' in text
-    assert "fnplane_async_event_age_seconds_bucket" in text
+    assert 'fnplane_async_duplicates_total{function="fails"} 1.0' in text
+    # Two attempts, each observed at its start.
+    assert 'fnplane_async_event_age_seconds_count{function="fails"} 2.0' in text
+    assert 'event_age_seconds_bucket{function="fails",le="+Inf"} 2.0' in text
     await invoker.shutdown()
 
 

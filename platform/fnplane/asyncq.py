@@ -198,7 +198,7 @@ class DurableAsyncQueue:
         counts = await self.store.pending_counts()
         for name, count in counts.items():
             if name in self._lanes:
-                self.metrics.function(name).queued.set(count)
+                self.metrics.function(name).queued = count
             else:
                 logger.warning(
                     "asyncq.unknown_function",
@@ -353,7 +353,7 @@ class DurableAsyncQueue:
         self, lane: Lane, queued: QueuedEvent, accepted: bool, claim: bool
     ) -> None:
         if not accepted:
-            self.metrics.function(queued.function).duplicates.inc()
+            self.metrics.function(queued.function).duplicates += 1
             logger.info(
                 "asyncq.duplicate",
                 function=queued.function,
@@ -366,11 +366,9 @@ class DurableAsyncQueue:
             lane.backlog = True
 
     def _count_received(self, function: str, count: int) -> None:
-        # Counted once a write: each update of a metric takes a lock.
-        if count:
-            stats = self.metrics.function(function)
-            stats.received.inc(count)
-            stats.queued.inc(count)
+        stats = self.metrics.function(function)
+        stats.received += count
+        stats.queued += count
 
     def _remember_until(
         self, event_id: str | None, remember_s: float | None
@@ -490,7 +488,7 @@ class DurableAsyncQueue:
         policy = function.async_policy
         started_ms = now_ms()
         age_s = (started_ms - event.accepted_at_ms) / 1000
-        self.metrics.function(function.name).event_age_s.observe(age_s)
+        self.metrics.function(function.name).event_age.observe(age_s)
         if age_s > policy.max_event_age_s:
             await self._give_up(function, event, EVENT_AGE_EXCEEDED, None)
             return
@@ -538,7 +536,7 @@ class DurableAsyncQueue:
     ) -> None:
         delay_s = function.async_policy.backoff.delay_s(event.attempts)
         event.due_at_ms = now_ms() + int(delay_s * 1000)
-        self.metrics.function(function.name).retried.inc()
+        self.metrics.function(function.name).retried += 1
         logger.warning(
             "asyncq.retry_scheduled",
             function=function.name,
@@ -559,7 +557,7 @@ class DurableAsyncQueue:
     ) -> None:
         encode_payload(event)
         record = outcome_record(function, event, condition, result)
-        self.metrics.function(function.name).dropped(condition).inc()
+        self.metrics.function(function.name).given_up(condition)
         hooks = self._hooks.get(event.kind)
         if hooks is not None:
             await hooks.after_failure(event, record)

@@ -60,6 +60,6 @@ class FinishedEvents:
                     continue
                 finished = Counter(event.function for event in batch)
                 for function, count in finished.items():
-                    self._metrics.function(function).queued.dec(count)
+                    self._metrics.function(function).queued -= count
         finally:
             self._writer = None

@@ -13,8 +13,8 @@ metrics on ``Metrics.registry``.
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, Protocol, TypeVar
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -36,20 +36,21 @@ T = TypeVar("T")
 class BucketCounts:
     """A histogram's state: observations per bucket and their sum."""
 
-    __slots__ = ("counts", "total_s")
+    __slots__ = ("bounds_s", "counts", "total_s")
 
-    def __init__(self) -> None:
-        self.counts = [0] * (len(DURATION_BUCKETS_S) + 1)
+    def __init__(self, bounds_s: tuple[float, ...] = DURATION_BUCKETS_S) -> None:
+        self.bounds_s = bounds_s
+        self.counts = [0] * (len(bounds_s) + 1)
         self.total_s = 0.0
 
     def observe(self, value_s: float) -> None:
         """Count one observation in seconds."""
-        self.counts[bisect_left(DURATION_BUCKETS_S, value_s)] += 1
+        self.counts[bisect_left(self.bounds_s, value_s)] += 1
         self.total_s += value_s
 
     def cumulative(self) -> list[tuple[str, float]]:
         """The ``le`` buckets Prometheus expects, ending with ``+Inf``."""
-        bounds = [str(float(bound)) for bound in DURATION_BUCKETS_S] + ["+Inf"]
+        bounds = [str(float(bound)) for bound in self.bounds_s] + ["+Inf"]
         buckets: list[tuple[str, float]] = []
         running = 0
         for bound, count in zip(bounds, self.counts, strict=True):
@@ -120,10 +121,16 @@ class InvocationCollector:
                         stats, "init_duration")  # fmt: skip
 
 
+class NamedStats(Protocol):
+    """Counts kept for one function: ``FunctionStats`` and the like."""
+
+    name: str
+
+
 def counter(
-    name: str, documentation: str, stats: list[FunctionStats], field: str
+    name: str, documentation: str, stats: Sequence[NamedStats], field: str
 ) -> CounterMetricFamily:
-    """A per-function counter family from one ``FunctionStats`` field."""
+    """A per-function counter family from one field of each function's stats."""
     family = CounterMetricFamily(name, documentation, labels=["function"])
     for function in stats:
         family.add_metric([function.name], getattr(function, field))
@@ -131,9 +138,10 @@ def counter(
 
 
 def histogram(
-    name: str, documentation: str, stats: list[FunctionStats], field: str
+    name: str, documentation: str, stats: Sequence[NamedStats], field: str
 ) -> HistogramMetricFamily:
-    """A per-function histogram family from one ``BucketCounts`` field."""
+    """A per-function histogram family from one ``BucketCounts`` field of
+    each function's stats."""
     family = HistogramMetricFamily(name, documentation, labels=["function"])
     for function in stats:
         counts: BucketCounts = getattr(function, field)
