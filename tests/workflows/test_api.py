@@ -16,6 +16,7 @@ from botocore.exceptions import ClientError
 
 from fnplane.workflows import WorkflowService
 from fnplane.workflows.api import CONTENT_TYPE, StepFunctionsApi
+from fnplane.workflows.definition import EXPRESS
 
 from .conftest import FunctionInvoker
 
@@ -190,3 +191,28 @@ async def test_boto3_test_state_runs_one_state(endpoint: str) -> None:
     assert mocked["status"] == "CAUGHT_ERROR"
     assert mocked["nextState"] == "Recover"
     assert json.loads(mocked["output"]) == {"Error": "Broken", "Cause": "mocked"}
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        ("{not json", "is not valid JSON"),
+        ('{"value": NaN}', "NaN is not valid JSON"),
+        ('{"value": 1e999}', "out of a float's range"),
+        (42, "must be a string holding JSON"),
+    ],
+)
+async def test_execution_input_that_is_not_strict_json_is_refused(
+    invoker: FunctionInvoker, text: Any, says: str
+) -> None:
+    """NaN and 1e999 parse in Python but no JSON reader takes them back:
+    refused with InvalidExecutionInput, like text that is not JSON at all."""
+    api = StepFunctionsApi(WorkflowService(invoker))
+    machine = api.service.create_state_machine("express", DEFINITION, EXPRESS)
+
+    status, body = await api.handle(
+        "StartSyncExecution", {"stateMachineArn": machine.arn, "input": text}
+    )
+
+    assert (status, body["__type"]) == (400, "InvalidExecutionInput")
+    assert says in body["message"]

@@ -15,6 +15,8 @@ import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from fnplane.errors import BadRequestError
+from fnplane.events.http_request import parse_json
 from fnplane.workflows.dataflow import compact_json
 from fnplane.workflows.definition import EXPRESS, STANDARD
 from fnplane.workflows.errors import (
@@ -211,23 +213,29 @@ def _input(body: dict[str, Any]) -> Any:
     text = body.get("input")
     if text is None:
         return {}
-    try:
-        return json.loads(text)
-    except (TypeError, json.JSONDecodeError) as exc:
-        raise ApiError("InvalidExecutionInput", f"input is not JSON: {exc}") from exc
+    return _json_text(text, "input", "InvalidExecutionInput")
 
 
 def _json_object(body: dict[str, Any], field: str) -> dict[str, Any] | None:
     text = body.get(field)
     if text is None:
         return None
-    try:
-        value = json.loads(text)
-    except (TypeError, json.JSONDecodeError) as exc:
-        raise ApiError("ValidationException", f"{field} is not JSON: {exc}") from exc
+    value = _json_text(text, field, "ValidationException")
     if not isinstance(value, dict):
         raise ApiError("ValidationException", f"{field} must be a JSON object")
     return value
+
+
+def _json_text(text: Any, field: str, code: str) -> Any:
+    """A field holding a JSON document as text, parsed strictly: NaN,
+    Infinity and numbers out of a float's range are refused, as no JSON
+    reader on the way back out could take them."""
+    if not isinstance(text, str):
+        raise ApiError(code, f"{field} must be a string holding JSON")
+    try:
+        return parse_json(text, field)
+    except BadRequestError as exc:
+        raise ApiError(code, str(exc)) from exc
 
 
 def _test_state_wire(response: dict[str, Any]) -> dict[str, Any]:
