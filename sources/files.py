@@ -63,6 +63,7 @@ from fnplane.file_trigger import FileTrigger
 from fnplane.invoke import new_request_id
 
 from ._file_delivery import FileDelivery, FileMover, file_event_id, readable
+from ._folder_lock import FolderLocks
 from ._inotify import InotifyReader
 
 if TYPE_CHECKING:
@@ -109,6 +110,7 @@ class FileSource:
         self.watches: list[FolderWatch] = []
         self._inotify: InotifyReader | None = None
         self._observer: BaseObserver | None = None
+        self._folder_locks = FolderLocks()
         # Which watch queued which event, so the delivery hooks need not
         # parse the stored payload; events from before a restart are not
         # in it and fall back to the payload's path.
@@ -134,6 +136,7 @@ class FileSource:
                     )
                     watch.prepare()
                     self.watches.append(watch)
+        self._folder_locks.hold(str(watch.root) for watch in self.watches)
         add_hooks = getattr(queue, "add_hooks", None)
         if add_hooks is not None:
             add_hooks(S3_KIND, self)
@@ -185,6 +188,7 @@ class FileSource:
             self._observer = None
         for watch in self.watches:
             await watch.stop()
+        self._folder_locks.release()
 
     def _watch_for(self, event: QueuedEvent) -> tuple[FolderWatch | None, str]:
         watch = self._routes.get(event.event_id)

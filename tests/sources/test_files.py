@@ -6,6 +6,8 @@ import asyncio
 import json
 import os
 import sqlite3
+import sys
+import textwrap
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -490,3 +492,62 @@ def test_bad_file_options_fail_at_decoration(tmp_path: Path) -> None:
         app.on_file(tmp_path, settle=0)
     with pytest.raises(RegistrationError, match="retries must be"):
         app.on_file(tmp_path, retries=-1, name="f")(lambda event, context: None)
+
+
+async def test_a_folder_another_process_watches_gets_a_warning(
+    start_platform: Any, tmp_path: Path
+) -> None:
+    """Two processes watching one folder would both run each file: the
+    second to start says so, naming the folder."""
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    other = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", textwrap.dedent(f"""
+            import fcntl, os, sys
+            fcntl.flock(os.open({str(inbox)!r}, os.O_RDONLY), fcntl.LOCK_EX)
+            print("held", flush=True)
+            sys.stdin.read()
+        """),
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert other.stdout is not None and other.stdin is not None
+    assert await other.stdout.readline() == b"held\n"
+    app = App()
+
+    @app.on_file(inbox)
+    def handle(event: S3Event, context: Any) -> None:
+        return None
+
+    @app.on_file(tmp_path / "own")
+    def alone(event: S3Event, context: Any) -> None:
+        return None
+
+    try:
+        with capture_logs() as logs:
+            await start_platform(app)
+    finally:
+        other.stdin.close()
+        await other.wait()
+    warnings = [log for log in logs if log["event"] == "files.folder_watched_elsewhere"]
+    assert [log["folder"] for log in warnings] == [str(inbox)]
+
+
+async def test_two_functions_on_one_folder_in_one_process_get_no_warning(
+    start_platform: Any, tmp_path: Path
+) -> None:
+    """The lock is the process's, taken once a folder: two of its own
+    triggers on one folder are not another process."""
+    inbox = tmp_path / "inbox"
+    app = App()
+
+    @app.on_file(inbox, patterns=("*.csv",))
+    def tables(event: S3Event, context: Any) -> None:
+        return None
+
+    @app.on_file(inbox, patterns=("*.txt",))
+    def notes(event: S3Event, context: Any) -> None:
+        return None
+
+    with capture_logs() as logs:
+        await start_platform(app)
+    assert not [log for log in logs if log["event"] == "files.folder_watched_elsewhere"]
