@@ -296,6 +296,9 @@ def main() -> None:
     parser.add_argument("--skip-files", action="store_true")
     parser.add_argument("--skip-async", action="store_true")
     args = parser.parse_args()
+    if min(args.files, args.rounds, args.events) < 1:
+        # Nothing to wait for: a round of 0 would wait for its timeout.
+        parser.error("--files, --rounds and --events must be at least 1")
     if not args.skip_files:
         file_rounds(args.files, args.rounds)
     if not args.skip_async:
