@@ -211,13 +211,13 @@ class FileSource:
         """Dispose of the file: move it to processed/, delete it or leave it."""
         watch, path = self._watch_for(event)
         if watch is not None:
-            watch.delivery.dispose(event, path)
+            watch.dispose(event, path)
 
     async def after_failure(self, event: QueuedEvent, record: dict[str, Any]) -> None:
         """Move the file to failed/ with its error record beside it."""
         watch, path = self._watch_for(event)
         if watch is not None:
-            await watch.delivery.fail(event, path, record)
+            await watch.fail(event, path, record)
 
 
 def use_inotify() -> bool:
@@ -525,6 +525,47 @@ class FolderWatch:
         if readable(path, info):
             return True
         await self.delivery.permission_denied(event, path)
+        return False
+
+    def dispose(self, event: QueuedEvent, path: str) -> None:
+        """Apply the disposition after success, unless the file was written
+        again while its event ran: that version runs next, and is disposed
+        of after its own event."""
+        if self._written_again(event, path):
+            self.forget(event.event_id)
+            return
+        self.delivery.dispose(event, path)
+
+    async def fail(self, event: QueuedEvent, path: str, record: dict[str, Any]) -> None:
+        """Move the file to failed/ after its last attempt, unless it was
+        written again meanwhile: that version runs next (the failure is
+        logged, and sent to ``on_failure`` if the function has one)."""
+        if self._written_again(event, path):
+            logger.warning(
+                "files.failed_version_replaced",
+                function=self.function, path=path,
+                error=record.get("responsePayload"),
+            )  # fmt: skip
+            self.forget(event.event_id)
+            return
+        await self.delivery.fail(event, path, record)
+
+    def _written_again(self, event: QueuedEvent, path: str) -> bool:
+        """True if the file at ``path`` is not the version its event ran
+        for. Only a file fired again while queued can be: its status is
+        read then, since the event that fired it again may have been the
+        close of the version just run, read late."""
+        if path not in self._refire and path not in self._incoming:
+            return False
+        try:
+            info = os.stat(path)
+        except OSError:
+            return False  # gone: the disposition says so
+        if file_event_id(self.function, path, info) != event.event_id:
+            logger.info("files.written_again", function=self.function, path=path)
+            return True
+        self._refire.discard(path)
+        self._incoming.pop(path, None)
         return False
 
     def _make_event(self, event: QueuedEvent, path: str, info: os.stat_result) -> None:

@@ -8,6 +8,7 @@ import os
 import sqlite3
 import sys
 import textwrap
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -424,6 +425,70 @@ async def test_a_file_waiting_for_a_retry_over_a_restart_runs_once_more(
     await wait_for(lambda: names(inbox / "processed") == ["order.json"])
     await asyncio.sleep(0.3)  # a second delivery would have started by now
     assert attempts == [1, 2]
+
+
+@pytest.mark.parametrize("disposition", ["move", "delete"])
+async def test_a_file_rewritten_while_its_handler_runs_is_handled_again(
+    start_platform: Any, tmp_path: Path, disposition: str
+) -> None:
+    """The version written during the run is not moved or deleted as if it
+    had been handled: it runs next, and only then is disposed of."""
+    inbox = tmp_path / "inbox"
+    app = App()
+    contents: list[str] = []
+    running, rewritten = threading.Event(), threading.Event()
+
+    @app.on_file(inbox, disposition=disposition)
+    def handle(event: S3Event, context: Any) -> None:
+        contents.append(event.read_bytes().decode())
+        running.set()
+        rewritten.wait(5)
+
+    await start_platform(app)
+    with capture_logs() as logs:
+        (inbox / "report.txt").write_text("draft")
+        await asyncio.to_thread(running.wait, 5)
+        (inbox / "report.txt").write_text("final")
+        await asyncio.sleep(0.2)  # the loop reads the close of "final"
+        rewritten.set()
+        await wait_for(lambda: len(contents) == 2 and not names(inbox), 5.0)
+    assert contents == ["draft", "final"]
+    if disposition == "move":
+        assert names(inbox / "processed") == ["report.txt"]
+        assert (inbox / "processed" / "report.txt").read_text() == "final"
+    assert any(log["event"] == "files.written_again" for log in logs)
+    assert not any(log["event"] == "files.skipped_missing" for log in logs)
+
+
+async def test_a_file_rewritten_during_its_last_failing_attempt_runs_again(
+    start_platform: Any, tmp_path: Path
+) -> None:
+    """The new version is not moved to failed/ for the old one's failure."""
+    inbox = tmp_path / "inbox"
+    app = App()
+    contents: list[str] = []
+    running, rewritten = threading.Event(), threading.Event()
+
+    @app.on_file(inbox, retries=0)
+    def handle(event: S3Event, context: Any) -> None:
+        contents.append(event.read_bytes().decode())
+        if contents == ["draft"]:
+            running.set()
+            rewritten.wait(5)
+            raise RuntimeError("draft refused")
+
+    await start_platform(app)
+    with capture_logs() as logs:
+        (inbox / "report.txt").write_text("draft")
+        await asyncio.to_thread(running.wait, 5)
+        (inbox / "report.txt").write_text("final")
+        await asyncio.sleep(0.2)
+        rewritten.set()
+        await wait_for(lambda: names(inbox / "processed") == ["report.txt"], 5.0)
+    assert contents == ["draft", "final"]
+    assert names(inbox / "failed") == []
+    replaced = [log for log in logs if log["event"] == "files.failed_version_replaced"]
+    assert replaced[0]["error"]["errorMessage"] == "draft refused"
 
 
 async def test_a_file_rewritten_while_it_waits_for_a_retry_runs_as_its_new_version(
