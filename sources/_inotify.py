@@ -39,10 +39,12 @@ IN_CREATE = 0x00000100
 IN_Q_OVERFLOW = 0x00004000
 IN_IGNORED = 0x00008000
 IN_ONLYDIR = 0x01000000
+IN_MASK_ADD = 0x20000000
 IN_ISDIR = 0x40000000
 IN_NONBLOCK = os.O_NONBLOCK
 IN_CLOEXEC = os.O_CLOEXEC
-FILE_MASK = IN_CLOSE_WRITE | IN_MOVED_TO | IN_ONLYDIR
+# IN_MASK_ADD: a folder watched for two triggers keeps what each asks for.
+FILE_MASK = IN_CLOSE_WRITE | IN_MOVED_TO | IN_ONLYDIR | IN_MASK_ADD
 RECURSIVE_MASK = FILE_MASK | IN_CREATE
 EVENT = struct.Struct("iIII")
 # The kernel's limits behind the errors inotify gives when they are reached.
@@ -80,8 +82,10 @@ class InotifyReader:
             raise OSError(error, f"cannot start inotify: {os.strerror(error)}{hint}")
         self._fd: int | None = fd
         # Watch descriptor -> (folder path ending in a separator, so a
-        # name read is appended to it, its target).
-        self._folders: dict[int, tuple[str, InotifyTarget]] = {}
+        # name read is appended to it, its target) for every target watching
+        # the folder: the kernel gives one descriptor a folder, however many
+        # triggers (or overlapping recursive watches) ask for it.
+        self._folders: dict[int, list[tuple[str, InotifyTarget]]] = {}
         self._targets: list[InotifyTarget] = []
 
     def watch(self, target: InotifyTarget, folder: str, recursive: bool) -> None:
@@ -117,7 +121,10 @@ class InotifyReader:
                     message = f"cannot watch {current}: {os.strerror(error)}{hint}"
                     raise OSError(error, message, current)
                 continue  # a subfolder removed meanwhile
-            self._folders[wd] = (os.path.join(current, ""), target)
+            watchers = self._folders.setdefault(wd, [])
+            watcher = (os.path.join(current, ""), target)
+            if watcher not in watchers:
+                watchers.append(watcher)
             if recursive:
                 pending.extend(subfolders(current, target.watches_below))
 
@@ -136,21 +143,21 @@ class InotifyReader:
             if mask & IN_Q_OVERFLOW:
                 self._overflowed()
                 continue
-            watched = folders.get(wd)
-            if watched is None:
+            watchers = folders.get(wd)
+            if watchers is None:
                 continue
             if mask & IN_IGNORED:
                 del folders[wd]
                 continue
-            folder, target = watched
-            name = data[start:offset].rstrip(b"\0")
-            path = folder + os.fsdecode(name)
-            if mask & IN_ISDIR:
-                self._new_folder(target, path)
-            elif mask & IN_CLOSE_WRITE:
-                target.on_event("closed", path, "")
-            else:
-                target.on_event("moved", "", path)
+            name = os.fsdecode(data[start:offset].rstrip(b"\0"))
+            for folder, target in watchers:
+                path = folder + name
+                if mask & IN_ISDIR:
+                    self._new_folder(target, path)
+                elif mask & IN_CLOSE_WRITE:
+                    target.on_event("closed", path, "")
+                else:
+                    target.on_event("moved", "", path)
 
     def _new_folder(self, target: InotifyTarget, path: str) -> None:
         if not target.watches_below(path):

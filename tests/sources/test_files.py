@@ -597,22 +597,35 @@ async def test_a_folder_another_process_watches_gets_a_warning(
     assert [log["folder"] for log in warnings] == [str(inbox)]
 
 
-async def test_two_functions_on_one_folder_in_one_process_get_no_warning(
+async def test_two_functions_on_one_folder_each_get_their_files(
     start_platform: Any, tmp_path: Path
 ) -> None:
-    """The lock is the process's, taken once a folder: two of its own
-    triggers on one folder are not another process."""
+    """Each trigger on a shared folder fires for its own patterns (the
+    kernel gives the folder one watch). The folder lock is the process's,
+    taken once a folder: two of its own triggers are not another process."""
     inbox = tmp_path / "inbox"
     app = App()
+    seen: list[tuple[str, str]] = []
 
+    @app.on_file(inbox, patterns=("*.txt",), recursive=True)
+    def notes(event: S3Event, context: Any) -> None:
+        seen.append(("notes", event.key))
+
+    # Watched second: it must not take the new-folder events from the
+    # recursive trigger's watch of the same folder.
     @app.on_file(inbox, patterns=("*.csv",))
     def tables(event: S3Event, context: Any) -> None:
-        return None
-
-    @app.on_file(inbox, patterns=("*.txt",))
-    def notes(event: S3Event, context: Any) -> None:
-        return None
+        seen.append(("tables", event.key))
 
     with capture_logs() as logs:
         await start_platform(app)
+        await asyncio.sleep(0.3)  # the start scan is over: events must fire
+        (inbox / "a.csv").write_text("1,2")
+        (inbox / "b.txt").write_text("hello")
+        (inbox / "sub").mkdir()
+        await asyncio.sleep(0.1)  # the new subfolder gets its watch
+        (inbox / "sub" / "c.txt").write_text("below")
+        await wait_for(lambda: len(seen) == 3, 5.0)
+    assert sorted(seen) == [("notes", "b.txt"), ("notes", "sub/c.txt"),
+                            ("tables", "a.csv")]  # fmt: skip
     assert not [log for log in logs if log["event"] == "files.folder_watched_elsewhere"]
