@@ -211,8 +211,9 @@ class FileDelivery:
         }
         await self.fail(event, path, record)
 
-    def dispose(self, event: QueuedEvent, path: str) -> None:
-        """Apply the trigger's disposition after a successful invocation."""
+    def dispose(self, event: QueuedEvent, path: str) -> bool:
+        """Apply the trigger's disposition after a successful invocation;
+        False if the file could not be moved or deleted (it stays)."""
         self._forget(event.event_id)
         disposition = self.trigger.disposition
         try:
@@ -229,7 +230,10 @@ class FileDelivery:
                 path=path,
                 disposition=disposition,
                 error=str(exc),
+                hint="the file stays; it runs again only after a restart",
             )
+            return False
+        return True
 
     async def fail(self, event: QueuedEvent, path: str, record: dict[str, Any]) -> None:
         """Move the file to failed/ and write ``<name>.error.json`` beside it."""

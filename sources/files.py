@@ -90,6 +90,11 @@ class FolderMissingError(FnplaneError, FileNotFoundError):
     """A watched folder does not exist and its trigger says not to create it."""
 
 
+class DispositionFolderError(FnplaneError):
+    """Files could not be moved into a trigger's ``processed`` or ``failed``
+    folder: something else is in its place, or it is on another filesystem."""
+
+
 def any_of(patterns: tuple[str, ...]) -> re.Pattern[str]:
     """One compiled regex matching a name against any of the glob patterns."""
     if not patterns:
@@ -291,6 +296,9 @@ class FolderWatch:
         self._unread: set[str] = set()
         # Queued paths written again meanwhile: fired again once finished.
         self._refire: set[str] = set()
+        # Versions handled whose disposition failed: left where they are,
+        # not run again by every scan (a restart runs them once more).
+        self._undisposed: set[str] = set()
         self._routes = routes
         self._close_events = close_events
         self.delivery = FileDelivery(function, trigger, self.root, mover, self.forget)
@@ -309,7 +317,32 @@ class FolderWatch:
         self._backed = trigger.disposition != "leave"
 
     def prepare(self) -> None:
-        """Create the folder (or refuse to start without it)."""
+        """Create the folder (or refuse to start without it), and check that
+        files can be moved where their outcome sends them."""
+        self._make_root()
+        if self.trigger.disposition == "move":
+            self._check_move_target(self.processed, "processed")
+        self._check_move_target(self.failed, "failed")
+
+    def _check_move_target(self, folder: Path, option: str) -> None:
+        # Refused now rather than found after each success: a file that
+        # cannot be moved stays in the folder and would run at every scan.
+        existing = folder
+        while not existing.exists() and existing != existing.parent:
+            existing = existing.parent
+        if not existing.is_dir():
+            raise DispositionFolderError(
+                f"function {self.function!r}: {option} folder {folder} cannot be "
+                f"made: {existing} is not a folder"
+            )
+        if existing.stat().st_dev != self.root.stat().st_dev:
+            raise DispositionFolderError(
+                f"function {self.function!r}: {option} folder {folder} is on "
+                f"another filesystem than {self.root}; files are moved by "
+                f"renaming, so choose a {option}= folder on the same one"
+            )
+
+    def _make_root(self) -> None:
         if self.root.is_dir():
             return
         if not self.trigger.create:
@@ -518,6 +551,9 @@ class FolderWatch:
             info = self.delivery.status(event, path)
             if info is not None:
                 self._make_event(event, path, info)
+                if event.event_id in self._undisposed:
+                    self.forget(event.event_id)
+                    return False
         else:
             info = self.delivery.same_version(event, path)
         if info is None:
@@ -534,7 +570,8 @@ class FolderWatch:
         if self._written_again(event, path):
             self.forget(event.event_id)
             return
-        self.delivery.dispose(event, path)
+        if not self.delivery.dispose(event, path):
+            self._undisposed.add(event.event_id)
 
     async def fail(self, event: QueuedEvent, path: str, record: dict[str, Any]) -> None:
         """Move the file to failed/ after its last attempt, unless it was

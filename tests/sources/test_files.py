@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import sqlite3
 import sys
 import textwrap
@@ -544,6 +545,76 @@ async def test_missing_folder_is_created_or_refused(
             await platform.start()
     finally:
         await platform.stop()
+
+
+async def refused_start(app: App, settings: Settings, match: str) -> None:
+    """Starting ``app``'s platform fails with a FnplaneError matching ``match``."""
+    platform = Platform(app, settings)
+    try:
+        with pytest.raises(FnplaneError, match=match):
+            await platform.start()
+    finally:
+        await platform.stop()
+
+
+async def test_a_processed_folder_files_cannot_be_moved_into_is_refused_at_start(
+    tmp_path: Path, settings: Settings
+) -> None:
+    """A file where processed/ should be, or a processed= folder on another
+    filesystem, would leave every handled file in place to run again at each
+    scan: the platform refuses to start, naming the folder."""
+    blocked = App()
+    (tmp_path / "blocked").mkdir()
+    (tmp_path / "blocked" / "processed").write_text("not a folder")
+
+    @blocked.on_file(tmp_path / "blocked")
+    def handle(event: S3Event, context: Any) -> None:
+        return None
+
+    await refused_start(blocked, settings, r"processed folder .* is not a folder")
+
+    elsewhere = Path("/dev/shm")
+    if not elsewhere.is_dir() or elsewhere.stat().st_dev == tmp_path.stat().st_dev:
+        pytest.skip("no second filesystem (/dev/shm) to move files across")
+    across = App()
+
+    @across.on_file(tmp_path / "across", failed=str(elsewhere / "fnplane-failed"))
+    def handle_across(event: S3Event, context: Any) -> None:
+        return None
+
+    await refused_start(across, settings, r"failed folder .* another filesystem")
+
+
+async def test_a_file_whose_disposition_fails_is_not_run_again_by_each_scan(
+    start_platform: Any, tmp_path: Path
+) -> None:
+    """A handled file that cannot be moved stays in the folder, logged;
+    the scans that find it again do not run it again."""
+    inbox, done = tmp_path / "inbox", tmp_path / "done"
+    app = App()
+    runs: list[str] = []
+
+    @app.on_file(inbox, processed=str(done), settle=0.05)
+    def handle(event: S3Event, context: Any) -> None:
+        runs.append(event.key)
+
+    platform = await start_platform(app)
+    (inbox / "first.txt").write_text("1")
+    await wait_for(lambda: names(done) == ["first.txt"])
+    shutil.rmtree(done)
+    done.write_text("in the way")  # after the start check
+    with capture_logs() as logs:
+        (inbox / "second.txt").write_text("2")
+        await wait_for(lambda: runs == ["first.txt", "second.txt"])
+        await wait_for(lambda: any(
+            log["event"] == "files.disposition_failed" for log in logs
+        ))  # fmt: skip
+        watch = next(s for s in platform.sources if hasattr(s, "watches")).watches[0]
+        for _ in range(3):
+            watch.request_scan("test")
+            await asyncio.sleep(0.2)
+    assert runs == ["first.txt", "second.txt"]
+    assert (inbox / "second.txt").read_text() == "2"
 
 
 def test_bad_file_options_fail_at_decoration(tmp_path: Path) -> None:
