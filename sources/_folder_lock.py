@@ -27,10 +27,13 @@ class FolderLocks:
     """The locks this process holds on the folders it watches."""
 
     def __init__(self) -> None:
-        self._descriptors: list[int] = []
+        # Folder -> the descriptor holding its lock.
+        self._descriptors: dict[str, int] = {}
 
     def hold(self, folders: Iterable[str]) -> None:
-        """Lock each folder; warn of each that another process holds."""
+        """Lock each folder, unless this process holds it already; warn of
+        each that another process holds. A folder removed and made again
+        is locked again (the old lock is on the folder that went)."""
         if fcntl is None:
             return
         for folder in sorted(set(folders)):
@@ -38,6 +41,13 @@ class FolderLocks:
                 descriptor = os.open(folder, os.O_RDONLY)
             except OSError:
                 continue  # gone again: the watch itself reports it
+            held = self._descriptors.pop(folder, None)
+            if held is not None:
+                if os.fstat(held).st_ino == os.fstat(descriptor).st_ino:
+                    self._descriptors[folder] = held
+                    os.close(descriptor)
+                    continue
+                os.close(held)
             try:
                 fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -54,10 +64,10 @@ class FolderLocks:
                 # A filesystem without flock: nothing to compare with.
                 os.close(descriptor)
                 continue
-            self._descriptors.append(descriptor)
+            self._descriptors[folder] = descriptor
 
     def release(self) -> None:
         """Give every lock back (closing the descriptor drops it)."""
-        for descriptor in self._descriptors:
+        for descriptor in self._descriptors.values():
             os.close(descriptor)
         self._descriptors.clear()

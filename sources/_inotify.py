@@ -11,7 +11,11 @@ of events a read, and asks the kernel only for what the source uses:
 - ``IN_CLOSE_WRITE``: a file closed after writing, complete;
 - ``IN_MOVED_TO``: a file (or folder) renamed into a watched folder;
 - ``IN_CREATE`` of a folder (recursive triggers): it gets a watch of its own;
-- ``IN_Q_OVERFLOW``: the kernel dropped events; every folder is reconciled.
+- ``IN_Q_OVERFLOW``: the kernel dropped events; every folder is reconciled;
+- ``IN_DELETE_SELF``, ``IN_MOVE_SELF``: a watched folder was removed or
+  renamed. A watch follows the folder it was made on, not its path, so a
+  renamed folder's watch is dropped (files written into it under its new
+  name are not the trigger's), and a target whose own folder went is told.
 
 Renames out of the folder (``IN_MOVED_FROM``) are not asked for, so a
 disposition costs no event. A folder created or renamed in below a recursive
@@ -22,6 +26,7 @@ into it before its watch existed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import errno
 import os
@@ -35,6 +40,8 @@ logger = structlog.get_logger(__name__)
 
 IN_CLOSE_WRITE = 0x00000008
 IN_MOVED_TO = 0x00000080
+IN_DELETE_SELF = 0x00000400
+IN_MOVE_SELF = 0x00000800
 IN_CREATE = 0x00000100
 IN_Q_OVERFLOW = 0x00004000
 IN_IGNORED = 0x00008000
@@ -44,7 +51,8 @@ IN_ISDIR = 0x40000000
 IN_NONBLOCK = os.O_NONBLOCK
 IN_CLOEXEC = os.O_CLOEXEC
 # IN_MASK_ADD: a folder watched for two triggers keeps what each asks for.
-FILE_MASK = IN_CLOSE_WRITE | IN_MOVED_TO | IN_ONLYDIR | IN_MASK_ADD
+FOLDER_GONE = IN_DELETE_SELF | IN_MOVE_SELF
+FILE_MASK = IN_CLOSE_WRITE | IN_MOVED_TO | FOLDER_GONE | IN_ONLYDIR | IN_MASK_ADD
 RECURSIVE_MASK = FILE_MASK | IN_CREATE
 EVENT = struct.Struct("iIII")
 # The kernel's limits behind the errors inotify gives when they are reached.
@@ -68,6 +76,10 @@ class InotifyTarget(Protocol):
     def watches_below(self, folder: str) -> bool:
         """True if files below ``folder`` belong to this target (recursive)."""
 
+    def folder_gone(self, folder: str) -> None:
+        """``folder`` (ending in a separator) was removed or renamed: its
+        watch no longer reports files at that path."""
+
 
 class InotifyReader:
     """One inotify instance read on the event loop for every watched folder."""
@@ -86,11 +98,16 @@ class InotifyReader:
         # the folder: the kernel gives one descriptor a folder, however many
         # triggers (or overlapping recursive watches) ask for it.
         self._folders: dict[int, list[tuple[str, InotifyTarget]]] = {}
+        # Watch descriptor -> the inode of its folder: after a rename, which
+        # of the folder's paths still lead to it.
+        self._inodes: dict[int, int] = {}
         self._targets: list[InotifyTarget] = []
 
     def watch(self, target: InotifyTarget, folder: str, recursive: bool) -> None:
-        """Watch ``folder`` (and, if ``recursive``, the folders below it)."""
-        self._targets.append(target)
+        """Watch ``folder`` (and, if ``recursive``, the folders below it);
+        again after the folder was removed or renamed and is back."""
+        if target not in self._targets:
+            self._targets.append(target)
         self._add(target, folder, recursive)
 
     def start(self) -> None:
@@ -106,6 +123,7 @@ class InotifyReader:
         os.close(self._fd)
         self._fd = None
         self._folders.clear()
+        self._inodes.clear()
 
     def _add(self, target: InotifyTarget, folder: str, recursive: bool) -> None:
         pending = [folder]
@@ -121,6 +139,8 @@ class InotifyReader:
                     message = f"cannot watch {current}: {os.strerror(error)}{hint}"
                     raise OSError(error, message, current)
                 continue  # a subfolder removed meanwhile
+            with contextlib.suppress(OSError):
+                self._inodes[wd] = os.stat(current).st_ino
             watchers = self._folders.setdefault(wd, [])
             watcher = (os.path.join(current, ""), target)
             if watcher not in watchers:
@@ -146,8 +166,8 @@ class InotifyReader:
             watchers = folders.get(wd)
             if watchers is None:
                 continue
-            if mask & IN_IGNORED:
-                del folders[wd]
+            if mask & (FOLDER_GONE | IN_IGNORED):
+                self._folder_gone(wd, mask)
                 continue
             name = os.fsdecode(data[start:offset].rstrip(b"\0"))
             for folder, target in watchers:
@@ -158,6 +178,26 @@ class InotifyReader:
                     target.on_event("closed", path, "")
                 else:
                     target.on_event("moved", "", path)
+
+    def _folder_gone(self, wd: int, mask: int) -> None:
+        """Forget the paths that no longer lead to a removed or renamed
+        folder, telling their targets; the watch too once no path leads to
+        it (a folder renamed inside a recursive watch was watched again at
+        its new path by then, on the same descriptor)."""
+        watchers = self._folders.pop(wd, [])
+        inode = self._inodes.pop(wd, None)
+        kept = []
+        for watcher in watchers:
+            folder, target = watcher
+            if not mask & IN_IGNORED and same_inode(folder, inode):
+                kept.append(watcher)
+            else:
+                target.folder_gone(folder)
+        if kept and inode is not None:
+            self._folders[wd], self._inodes[wd] = kept, inode
+        elif mask & IN_MOVE_SELF and self._fd is not None:
+            # A removed folder's watch ends by itself; a renamed one's not.
+            self._libc.inotify_rm_watch(self._fd, wd)
 
     def _new_folder(self, target: InotifyTarget, path: str) -> None:
         if not target.watches_below(path):
@@ -172,6 +212,14 @@ class InotifyReader:
         )
         for target in self._targets:
             target.request_scan("overflow")
+
+
+def same_inode(path: str, inode: int | None) -> bool:
+    """True if ``path`` is (still) the folder with inode ``inode``."""
+    try:
+        return os.stat(path).st_ino == inode
+    except OSError:
+        return False
 
 
 def subfolders(folder: str, wanted: Callable[[str], bool]) -> list[str]:

@@ -43,6 +43,7 @@ import sys
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -138,6 +139,7 @@ class FileSource:
                         self._routes,
                         close_events,
                         mover,
+                        self._watch_again,
                     )
                     watch.prepare()
                     self.watches.append(watch)
@@ -161,6 +163,13 @@ class FileSource:
         for watch in self.watches:
             self._inotify.watch(watch, str(watch.root), watch.trigger.recursive)
         self._inotify.start()
+
+    def _watch_again(self, watch: FolderWatch) -> None:
+        """Lock and watch a folder that was removed or renamed, now back.
+        (watchdog's observers elsewhere follow the path: nothing to redo.)"""
+        self._folder_locks.hold([str(watch.root)])
+        if self._inotify is not None:
+            self._inotify.watch(watch, str(watch.root), watch.trigger.recursive)
 
     def _watch_with_watchdog(self, loop: asyncio.AbstractEventLoop) -> None:
         from watchdog.observers import Observer
@@ -276,6 +285,7 @@ class FolderWatch:
         routes: dict[str, FolderWatch],
         close_events: bool,
         mover: FileMover,
+        watch_again: Callable[[FolderWatch], None],
     ) -> None:
         self.function = function
         self.trigger = trigger
@@ -312,6 +322,11 @@ class FolderWatch:
         self._last_event_s = 0.0
         self._tasks: list[asyncio.Task[None]] = []
         self._intake = True
+        # Whether the folder watched (the inode, as watches follow it) was
+        # removed or renamed away since: watched again once one is back.
+        self._watch_again = watch_again
+        self._root_inode = 0
+        self._folder_gone = False
         # A file left in place needs the store to remember it was handled;
         # one moved or deleted is its own record until then.
         self._backed = trigger.disposition != "leave"
@@ -357,6 +372,7 @@ class FolderWatch:
 
     def start(self) -> None:
         """Start submitting; the first scan catches up on files already there."""
+        self._root_inode = os.stat(self._root_str).st_ino
         self._scan_wanted = "start"
         self._tasks = [
             asyncio.create_task(self._submit_loop()),
@@ -660,10 +676,49 @@ class FolderWatch:
 
     # Reconciliation.
 
+    def folder_gone(self, folder: str) -> None:
+        """The watched folder (or a subfolder) was removed or renamed away."""
+        if folder != self._root_prefix or not self._folder_replaced():
+            # A subfolder (its files went with it), or a folder replaced
+            # already and watched again: its removal shows late.
+            return
+        self._folder_gone = True
+        logger.warning(
+            "files.folder_gone", function=self.function, folder=self._root_str,
+            hint="watched again once a folder of that name is back",
+        )  # fmt: skip
+
+    def _folder_replaced(self) -> bool:
+        # A removed folder's inotify event waits until the folder lock's
+        # descriptor lets its inode go, and a folder may be back at once:
+        # the inode says whether the folder at the path is the one watched.
+        try:
+            return os.stat(self._root_str).st_ino != self._root_inode
+        except OSError:
+            return True
+
+    def _watch_folder_back(self) -> None:
+        """Watch the folder again if it is back, and catch up on its files."""
+        try:
+            inode = os.stat(self._root_str).st_ino
+            self._watch_again(self)
+        except OSError as exc:
+            logger.warning("files.watch_again_failed", folder=self._root_str,
+                           error=str(exc))  # fmt: skip
+            return
+        self._root_inode, self._folder_gone = inode, False
+        logger.info("files.folder_back", function=self.function,
+                    folder=self._root_str)  # fmt: skip
+        self.request_scan("folder_back")
+
     async def _reconcile_loop(self) -> None:
         last_scan_s = time.monotonic()
         while True:
             await asyncio.sleep(BURST_QUIET_S)
+            if not self._folder_gone and self._folder_replaced():
+                self.folder_gone(self._root_prefix)
+            if self._folder_gone and self.root.is_dir():
+                self._watch_folder_back()
             now_s = time.monotonic()
             burst_over = (
                 self._events_since_scan >= BURST_EVENTS
@@ -675,6 +730,8 @@ class FolderWatch:
 
     async def _scan(self, reason: str) -> None:
         self._events_since_scan = 0
+        if self._folder_gone:
+            return  # said once; scanned when it is back
         try:
             found = await asyncio.to_thread(self._list_files)
         except OSError as exc:

@@ -547,6 +547,39 @@ async def test_missing_folder_is_created_or_refused(
         await platform.stop()
 
 
+@pytest.mark.parametrize("how", ["removed", "renamed", "replaced_at_once"])
+async def test_a_watched_folder_removed_or_renamed_is_watched_again_when_back(
+    start_platform: Any, tmp_path: Path, how: str
+) -> None:
+    """Files written into the folder once it is back fire at once (not at
+    the next 30 s scan); files written into the renamed folder are not
+    taken for files of the watched path."""
+    inbox = tmp_path / "inbox"
+    app = App()
+    keys: list[str] = []
+
+    @app.on_file(inbox)
+    def handle(event: S3Event, context: Any) -> None:
+        keys.append(event.key)
+
+    await start_platform(app)
+    with capture_logs() as logs:
+        if how == "renamed":
+            inbox.rename(tmp_path / "old")
+            (tmp_path / "old" / "left.txt").write_text("not watched")
+        else:
+            shutil.rmtree(inbox)
+        if how != "replaced_at_once":
+            await wait_for(
+                lambda: any(log["event"] == "files.folder_gone" for log in logs)
+            )
+        inbox.mkdir()
+        await wait_for(lambda: any(log["event"] == "files.folder_back" for log in logs))
+        (inbox / "back.txt").write_text("watched")
+        await wait_for(lambda: keys == ["back.txt"], 5.0)
+    assert not any(log["event"] == "files.skipped_missing" for log in logs)
+
+
 async def refused_start(app: App, settings: Settings, match: str) -> None:
     """Starting ``app``'s platform fails with a FnplaneError matching ``match``."""
     platform = Platform(app, settings)
