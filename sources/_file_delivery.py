@@ -235,8 +235,9 @@ class FileDelivery:
             return False
         return True
 
-    async def fail(self, event: QueuedEvent, path: str, record: dict[str, Any]) -> None:
-        """Move the file to failed/ and write ``<name>.error.json`` beside it."""
+    async def fail(self, event: QueuedEvent, path: str, record: dict[str, Any]) -> bool:
+        """Move the file to failed/ and write ``<name>.error.json`` beside it;
+        False, logged, if either could not be done."""
         self._forget(event.event_id)
         try:
             target = self._mover.move(path, self._target(path, self.failed))
@@ -256,8 +257,9 @@ class FileDelivery:
                 path=path,
                 error=str(exc),
             )
-            return
+            return False
         logger.warning("files.moved_to_failed", function=self.function, path=target)
+        return True
 
     def _target(self, path: str, folder: str) -> str:
         """``path``'s place below the root, below ``folder`` instead."""

@@ -227,11 +227,11 @@ class FileSource:
         if watch is not None:
             watch.dispose(event, path)
 
-    async def after_failure(self, event: QueuedEvent, record: dict[str, Any]) -> None:
-        """Move the file to failed/ with its error record beside it."""
+    async def after_failure(self, event: QueuedEvent, record: dict[str, Any]) -> bool:
+        """Move the file to failed/ with its error record beside it; True
+        once both are there."""
         watch, path = self._watch_for(event)
-        if watch is not None:
-            await watch.fail(event, path, record)
+        return watch is not None and await watch.fail(event, path, record)
 
 
 def use_inotify() -> bool:
@@ -589,10 +589,11 @@ class FolderWatch:
         if not self.delivery.dispose(event, path):
             self._undisposed.add(event.event_id)
 
-    async def fail(self, event: QueuedEvent, path: str, record: dict[str, Any]) -> None:
+    async def fail(self, event: QueuedEvent, path: str, record: dict[str, Any]) -> bool:
         """Move the file to failed/ after its last attempt, unless it was
         written again meanwhile: that version runs next (the failure is
-        logged, and sent to ``on_failure`` if the function has one)."""
+        logged, and sent to ``on_failure`` if the function has one). True
+        if the file and its error record are in failed/."""
         if self._written_again(event, path):
             logger.warning(
                 "files.failed_version_replaced",
@@ -600,8 +601,8 @@ class FolderWatch:
                 error=record.get("responsePayload"),
             )  # fmt: skip
             self.forget(event.event_id)
-            return
-        await self.delivery.fail(event, path, record)
+            return False
+        return await self.delivery.fail(event, path, record)
 
     def _written_again(self, event: QueuedEvent, path: str) -> bool:
         """True if the file at ``path`` is not the version its event ran

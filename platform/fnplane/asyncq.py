@@ -127,8 +127,9 @@ class DeliveryHooks(Protocol):
     async def after_success(self, event: QueuedEvent) -> None:
         """Called after a successful attempt, before the event is finished."""
 
-    async def after_failure(self, event: QueuedEvent, record: dict[str, Any]) -> None:
-        """Called when the event gives up, with its destination record."""
+    async def after_failure(self, event: QueuedEvent, record: dict[str, Any]) -> bool:
+        """Called when the event gives up, with its destination record;
+        True if the source kept the record (a file's, in ``failed/``)."""
 
 
 @dataclass(slots=True)
@@ -240,6 +241,13 @@ class DurableAsyncQueue:
         finally:
             lane.reserved -= claim
         self._accepted(lane, queued, accepted, claim)
+        if not accepted:
+            logger.info(
+                "asyncq.duplicate",
+                function=function,
+                event_id=queued.event_id,
+                request_id=queued.request_id,
+            )
         self._count_received(function, int(accepted))
         self._pump(lane)
         return accepted
@@ -279,7 +287,15 @@ class DurableAsyncQueue:
             lane.reserved -= claims
         for (event, claim, _), stored in zip(additions, accepted, strict=True):
             self._accepted(lane, event, stored, claim)
-        self._count_received(function, sum(accepted))
+        received = sum(accepted)
+        if received < len(accepted):
+            # A source finds the same events again (a file left in place is
+            # found by every scan and start): a line each would flood the log.
+            logger.debug(
+                "asyncq.duplicates", function=function,
+                events=len(accepted) - received,
+            )  # fmt: skip
+        self._count_received(function, received)
         self._pump(lane)
         return accepted
 
@@ -354,12 +370,6 @@ class DurableAsyncQueue:
     ) -> None:
         if not accepted:
             self.metrics.function(queued.function).duplicates += 1
-            logger.info(
-                "asyncq.duplicate",
-                function=queued.function,
-                event_id=queued.event_id,
-                request_id=queued.request_id,
-            )
         elif claim:
             lane.ready.append(queued)
         else:
@@ -559,17 +569,17 @@ class DurableAsyncQueue:
         record = outcome_record(function, event, condition, result)
         self.metrics.function(function.name).given_up(condition)
         hooks = self._hooks.get(event.kind)
-        if hooks is not None:
-            await hooks.after_failure(event, record)
+        kept = hooks is not None and await hooks.after_failure(event, record)
         if function.async_policy.on_failure is None:
-            logger.error(
-                "asyncq.event_discarded",
-                function=function.name,
-                request_id=event.request_id,
-                condition=condition,
-                attempts=event.attempts,
-                hint="give the function on_failure= to keep failed events",
-            )
+            if not kept:
+                logger.error(
+                    "asyncq.event_discarded",
+                    function=function.name,
+                    request_id=event.request_id,
+                    condition=condition,
+                    attempts=event.attempts,
+                    hint="give the function on_failure= to keep failed events",
+                )
             self._finished.add(event)
             return
         await self._send(function, event, record, success=False)

@@ -160,6 +160,28 @@ async def test_fails_twice_then_succeeds_ends_in_processed(
     assert names(inbox / "failed") == []
 
 
+async def test_a_failed_file_kept_in_failed_is_not_logged_as_discarded(
+    start_platform: Any, tmp_path: Path
+) -> None:
+    """Without on_failure the file and its error record are still kept, in
+    failed/: the log says where, not that the event was discarded."""
+    inbox = tmp_path / "inbox"
+    app = App()
+
+    @app.on_file(inbox, retries=0)
+    def handle(event: S3Event, context: Any) -> None:
+        raise ValueError("cannot parse")
+
+    await start_platform(app)
+    with capture_logs() as logs:
+        (inbox / "bad.csv").write_text("garbage")
+        await wait_for(lambda: len(names(inbox / "failed")) == 2)
+        await asyncio.sleep(0.1)
+    events = [log["event"] for log in logs]
+    assert "files.moved_to_failed" in events
+    assert "asyncq.event_discarded" not in events
+
+
 async def test_always_failing_file_moves_to_failed_with_record(
     start_platform: Any, tmp_path: Path
 ) -> None:
@@ -221,10 +243,15 @@ async def test_catch_up_at_start_and_no_second_run_after_restart(
     assert names(left) == ["early.txt"]
 
     (moved / "later.txt").write_text("after restart")
-    await start_platform(build(), settings)
-    await wait_for(lambda: len(handled) == 3)
-    await wait_for(lambda: names(moved / "processed") == ["early.txt", "later.txt"])
+    with capture_logs() as logs:
+        await start_platform(build(), settings)
+        await wait_for(lambda: len(handled) == 3)
+        await wait_for(lambda: names(moved / "processed") == ["early.txt", "later.txt"])
     assert sorted(handled) == ["left/early.txt", "moved/early.txt", "moved/later.txt"]
+    # The file left in place is found again, quietly: not a line a file.
+    assert not [log for log in logs if log["event"] == "asyncq.duplicate"]
+    found_again = [log for log in logs if log["event"] == "asyncq.duplicates"]
+    assert [(log["log_level"], log["events"]) for log in found_again] == [("debug", 1)]
 
 
 async def test_delete_disposition_and_recursive_keys(
