@@ -19,6 +19,9 @@ from fnplane.events.s3 import S3Event
 app = App()
 
 
+# backoff=(1, 5): retries after 0.5-1 s, then 1-2 s, so a bad file reaches
+# failed/ within seconds; the default (like Lambda's: 60 s, growing to 5 min)
+# suits a dependency that is down for a while, not a demo.
 @app.on_file("inbox", patterns=("*.csv",), backoff=(1, 5))
 def total_order(event: S3Event, context):
     """Sum the ``amount`` column of a CSV dropped into ./inbox."""
