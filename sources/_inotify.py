@@ -176,8 +176,10 @@ class InotifyReader:
                     self._new_folder(target, path)
                 elif mask & IN_CLOSE_WRITE:
                     target.on_event("closed", path, "")
-                else:
+                elif mask & IN_MOVED_TO:
                     target.on_event("moved", "", path)
+                # A file's IN_CREATE (asked for its folders' sake) is not
+                # its completion: its close after writing is.
 
     def _folder_gone(self, wd: int, mask: int) -> None:
         """Forget the paths that no longer lead to a removed or renamed

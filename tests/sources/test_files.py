@@ -760,3 +760,38 @@ async def test_two_functions_on_one_folder_each_get_their_files(
     assert sorted(seen) == [("notes", "b.txt"), ("notes", "sub/c.txt"),
                             ("tables", "a.csv")]  # fmt: skip
     assert not [log for log in logs if log["event"] == "files.folder_watched_elsewhere"]
+
+
+async def test_a_recursive_trigger_fires_a_file_once_it_is_written_not_created(
+    start_platform: Any, tmp_path: Path
+) -> None:
+    """A recursive watch asks the kernel for creations (of folders): a file
+    created and written in two steps fires once, complete, for it and for
+    another trigger sharing the folder."""
+    inbox = tmp_path / "inbox"
+    app = App()
+    seen: list[tuple[str, str]] = []
+
+    @app.on_file(inbox, patterns=("*.csv",), recursive=True)
+    def tables(event: S3Event, context: Any) -> None:
+        seen.append((event.key, event.read_bytes().decode()))
+
+    @app.on_file(inbox, patterns=("*.txt",))
+    def notes(event: S3Event, context: Any) -> None:
+        seen.append((event.key, event.read_bytes().decode()))
+
+    await start_platform(app)
+    await asyncio.sleep(0.3)  # the start scan is over: events must fire
+    (inbox / "sub").mkdir()
+    await asyncio.sleep(0.1)
+    for name in ("a.csv", "b.txt", "sub/c.csv"):
+        with (inbox / name).open("w") as file:
+            file.write("head,")
+            file.flush()
+            await asyncio.sleep(0.3)
+            file.write("rest")
+    await wait_for(lambda: len(seen) >= 3, 5.0)
+    await asyncio.sleep(0.3)
+    assert sorted(seen) == [
+        ("a.csv", "head,rest"), ("b.txt", "head,rest"), ("sub/c.csv", "head,rest")
+    ]  # fmt: skip
