@@ -306,8 +306,9 @@ class FolderWatch:
         self._unread: set[str] = set()
         # Queued paths written again meanwhile: fired again once finished.
         self._refire: set[str] = set()
-        # Versions handled whose disposition failed: left where they are,
-        # not run again by every scan (a restart runs them once more).
+        # Versions handled (or failed for good) whose move or deletion
+        # failed: left where they are, not run again by every scan (a
+        # restart runs them once more).
         self._undisposed: set[str] = set()
         self._routes = routes
         self._close_events = close_events
@@ -343,9 +344,9 @@ class FolderWatch:
         # Refused now rather than found after each success: a file that
         # cannot be moved stays in the folder and would run at every scan.
         existing = folder
-        while not existing.exists() and existing != existing.parent:
+        while not os.path.lexists(existing) and existing != existing.parent:
             existing = existing.parent
-        if not existing.is_dir():
+        if not existing.is_dir():  # a file, or a symbolic link to nowhere
             raise DispositionFolderError(
                 f"function {self.function!r}: {option} folder {folder} cannot be "
                 f"made: {existing} is not a folder"
@@ -602,7 +603,10 @@ class FolderWatch:
             )  # fmt: skip
             self.forget(event.event_id)
             return False
-        return await self.delivery.fail(event, path, record)
+        if await self.delivery.fail(event, path, record):
+            return True
+        self._undisposed.add(event.event_id)
+        return False
 
     def _written_again(self, event: QueuedEvent, path: str) -> bool:
         """True if the file at ``path`` is not the version its event ran

@@ -633,6 +633,16 @@ async def test_a_processed_folder_files_cannot_be_moved_into_is_refused_at_start
 
     await refused_start(blocked, settings, r"processed folder .* is not a folder")
 
+    dangling = App()
+    (tmp_path / "dangling").mkdir()
+    (tmp_path / "dangling" / "failed").symlink_to(tmp_path / "nowhere")
+
+    @dangling.on_file(tmp_path / "dangling")
+    def handle_dangling(event: S3Event, context: Any) -> None:
+        return None
+
+    await refused_start(dangling, settings, r"failed folder .* is not a folder")
+
     elsewhere = Path("/dev/shm")
     if not elsewhere.is_dir() or elsewhere.stat().st_dev == tmp_path.stat().st_dev:
         pytest.skip("no second filesystem (/dev/shm) to move files across")
@@ -645,30 +655,34 @@ async def test_a_processed_folder_files_cannot_be_moved_into_is_refused_at_start
     await refused_start(across, settings, r"failed folder .* another filesystem")
 
 
+@pytest.mark.parametrize("outcome", ["succeeds", "fails"])
 async def test_a_file_whose_disposition_fails_is_not_run_again_by_each_scan(
-    start_platform: Any, tmp_path: Path
+    start_platform: Any, tmp_path: Path, outcome: str
 ) -> None:
-    """A handled file that cannot be moved stays in the folder, logged;
-    the scans that find it again do not run it again."""
+    """A file that cannot be moved to processed/ (or, after its last
+    failure, to failed/) stays in the folder, logged; the scans that find
+    it again do not run it again."""
     inbox, done = tmp_path / "inbox", tmp_path / "done"
     app = App()
     runs: list[str] = []
+    folders = {"processed" if outcome == "succeeds" else "failed": str(done)}
+    logged = {"succeeds": "files.disposition_failed", "fails": "files.fail_move_failed"}
 
-    @app.on_file(inbox, processed=str(done), settle=0.05)
+    @app.on_file(inbox, settle=0.05, retries=0, **folders)
     def handle(event: S3Event, context: Any) -> None:
         runs.append(event.key)
+        if outcome == "fails":
+            raise RuntimeError("refused")
 
     platform = await start_platform(app)
     (inbox / "first.txt").write_text("1")
-    await wait_for(lambda: names(done) == ["first.txt"])
+    await wait_for(lambda: "first.txt" in names(done))
     shutil.rmtree(done)
     done.write_text("in the way")  # after the start check
     with capture_logs() as logs:
         (inbox / "second.txt").write_text("2")
         await wait_for(lambda: runs == ["first.txt", "second.txt"])
-        await wait_for(lambda: any(
-            log["event"] == "files.disposition_failed" for log in logs
-        ))  # fmt: skip
+        await wait_for(lambda: any(log["event"] == logged[outcome] for log in logs))
         watch = next(s for s in platform.sources if hasattr(s, "watches")).watches[0]
         for _ in range(3):
             watch.request_scan("test")
