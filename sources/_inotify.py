@@ -185,20 +185,45 @@ class InotifyReader:
         """Forget the paths that no longer lead to a removed or renamed
         folder, telling their targets; the watch too once no path leads to
         it (a folder renamed inside a recursive watch was watched again at
-        its new path by then, on the same descriptor)."""
+        its new path by then, on the same descriptor). The folders below a
+        renamed one moved with it: their old paths go too."""
         watchers = self._folders.pop(wd, [])
         inode = self._inodes.pop(wd, None)
-        kept = []
+        kept, gone = [], []
         for watcher in watchers:
             folder, target = watcher
             if not mask & IN_IGNORED and same_inode(folder, inode):
                 kept.append(watcher)
             else:
+                gone.append(folder)
                 target.folder_gone(folder)
         if kept and inode is not None:
             self._folders[wd], self._inodes[wd] = kept, inode
-        elif mask & IN_MOVE_SELF and self._fd is not None:
+        elif mask & IN_MOVE_SELF:
             # A removed folder's watch ends by itself; a renamed one's not.
+            self._stop_watching(wd)
+        if mask & IN_MOVE_SELF:
+            for folder in gone:
+                self._forget_below(folder)
+
+    def _forget_below(self, moved: str) -> None:
+        for wd, watchers in list(self._folders.items()):
+            inode = self._inodes.get(wd)
+            stale = [
+                (folder, target)
+                for folder, target in watchers
+                if folder.startswith(moved) and not same_inode(folder, inode)
+            ]
+            for folder, target in stale:
+                watchers.remove((folder, target))
+                target.folder_gone(folder)
+            if not watchers:
+                del self._folders[wd]
+                self._inodes.pop(wd, None)
+                self._stop_watching(wd)
+
+    def _stop_watching(self, wd: int) -> None:
+        if self._fd is not None:
             self._libc.inotify_rm_watch(self._fd, wd)
 
     def _new_folder(self, target: InotifyTarget, path: str) -> None:

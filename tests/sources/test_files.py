@@ -809,3 +809,33 @@ async def test_a_recursive_trigger_fires_a_file_once_it_is_written_not_created(
     assert sorted(seen) == [
         ("a.csv", "head,rest"), ("b.txt", "head,rest"), ("sub/c.csv", "head,rest")
     ]  # fmt: skip
+
+
+async def test_a_subfolder_moved_within_or_out_of_a_recursive_watch_keeps_no_old_path(
+    start_platform: Any, tmp_path: Path
+) -> None:
+    """The folders below a moved subfolder are watched at their new paths
+    only, or not at all once outside: no file is reported at a path it is
+    not at."""
+    inbox, outside = tmp_path / "inbox", tmp_path / "outside"
+    (inbox / "s1" / "s2").mkdir(parents=True)
+    app = App()
+    keys: list[str] = []
+
+    @app.on_file(inbox, recursive=True)
+    def handle(event: S3Event, context: Any) -> None:
+        keys.append(event.key)
+
+    await start_platform(app)
+    await asyncio.sleep(0.3)  # the start scan is over: events must fire
+    with capture_logs() as logs:
+        (inbox / "s1").rename(inbox / "moved")
+        await asyncio.sleep(0.3)
+        (inbox / "moved" / "s2" / "b.txt").write_text("inside")
+        await wait_for(lambda: keys == ["moved/s2/b.txt"], 5.0)
+        (inbox / "moved").rename(outside)
+        await asyncio.sleep(0.3)
+        (outside / "s2" / "c.txt").write_text("outside")
+        await asyncio.sleep(0.5)
+    assert keys == ["moved/s2/b.txt"]
+    assert not [log for log in logs if log["event"] == "files.skipped_missing"]
