@@ -103,6 +103,14 @@ def any_of(patterns: tuple[str, ...]) -> re.Pattern[str]:
     return re.compile("|".join(f"(?:{fnmatch.translate(p)})" for p in patterns))
 
 
+def nearest_existing(path: Path) -> Path:
+    """``path``, or its nearest parent that exists (as a name: a symbolic
+    link to nowhere exists)."""
+    while not os.path.lexists(path) and path != path.parent:
+        path = path.parent
+    return path
+
+
 def create_source(invoker: Invoker) -> FileSource:
     """The file source for every ``on_file`` trigger of the invoker's app."""
     return FileSource(invoker)
@@ -141,8 +149,12 @@ class FileSource:
                         mover,
                         self._watch_again,
                     )
-                    watch.prepare()
+                    watch.check_folders()
                     self.watches.append(watch)
+        # Every folder is checked before any is made: a refused start
+        # leaves nothing behind.
+        for watch in self.watches:
+            watch.make_folder()
         self._folder_locks.hold(str(watch.root) for watch in self.watches)
         add_hooks = getattr(queue, "add_hooks", None)
         if add_hooks is not None:
@@ -332,10 +344,14 @@ class FolderWatch:
         # one moved or deleted is its own record until then.
         self._backed = trigger.disposition != "leave"
 
-    def prepare(self) -> None:
-        """Create the folder (or refuse to start without it), and check that
-        files can be moved where their outcome sends them."""
-        self._make_root()
+    def check_folders(self) -> None:
+        """Refuse to start without the folder (unless it may be created), or
+        when files cannot be moved where their outcome sends them."""
+        if not self.root.is_dir() and not self.trigger.create:
+            raise FolderMissingError(
+                f"function {self.function!r}: watched folder {self.root} does not "
+                f"exist; create it, or pass create=True to on_file"
+            )
         if self.trigger.disposition == "move":
             self._check_move_target(self.processed, "processed")
         self._check_move_target(self.failed, "failed")
@@ -343,29 +359,23 @@ class FolderWatch:
     def _check_move_target(self, folder: Path, option: str) -> None:
         # Refused now rather than found after each success: a file that
         # cannot be moved stays in the folder and would run at every scan.
-        existing = folder
-        while not os.path.lexists(existing) and existing != existing.parent:
-            existing = existing.parent
+        existing = nearest_existing(folder)
         if not existing.is_dir():  # a file, or a symbolic link to nowhere
             raise DispositionFolderError(
                 f"function {self.function!r}: {option} folder {folder} cannot be "
                 f"made: {existing} is not a folder"
             )
-        if existing.stat().st_dev != self.root.stat().st_dev:
+        if existing.stat().st_dev != nearest_existing(self.root).stat().st_dev:
             raise DispositionFolderError(
                 f"function {self.function!r}: {option} folder {folder} is on "
                 f"another filesystem than {self.root}; files are moved by "
                 f"renaming, so choose a {option}= folder on the same one"
             )
 
-    def _make_root(self) -> None:
+    def make_folder(self) -> None:
+        """Create the watched folder if it is missing."""
         if self.root.is_dir():
             return
-        if not self.trigger.create:
-            raise FolderMissingError(
-                f"function {self.function!r}: watched folder {self.root} does not "
-                f"exist; create it, or pass create=True to on_file"
-            )
         self.root.mkdir(parents=True, exist_ok=True)
         logger.info(
             "files.folder_created", function=self.function, folder=str(self.root)

@@ -653,6 +653,7 @@ async def test_a_processed_folder_files_cannot_be_moved_into_is_refused_at_start
         return None
 
     await refused_start(across, settings, r"failed folder .* another filesystem")
+    assert not (tmp_path / "across").exists()  # refused before it was made
 
 
 @pytest.mark.parametrize("outcome", ["succeeds", "fails"])
