@@ -196,8 +196,9 @@ class FileDelivery:
         self._forget(event.event_id)
         return None
 
-    async def permission_denied(self, event: QueuedEvent, path: str) -> None:
-        """Log that the file cannot be read and move it to failed/."""
+    async def permission_denied(self, event: QueuedEvent, path: str) -> bool:
+        """Log that the file cannot be read and move it to failed/; False if
+        it could not be moved."""
         logger.error(
             "files.permission_denied",
             function=self.function,
@@ -209,7 +210,7 @@ class FileDelivery:
             "errorMessage": f"permission denied reading {path}",
             "requestId": event.request_id,
         }
-        await self.fail(event, path, record)
+        return await self.fail(event, path, record)
 
     def dispose(self, event: QueuedEvent, path: str) -> bool:
         """Apply the trigger's disposition after a successful invocation;

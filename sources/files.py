@@ -587,7 +587,8 @@ class FolderWatch:
             return False
         if readable(path, info):
             return True
-        await self.delivery.permission_denied(event, path)
+        if not await self.delivery.permission_denied(event, path):
+            self._undisposed.add(event.event_id)
         return False
 
     def dispose(self, event: QueuedEvent, path: str) -> None:

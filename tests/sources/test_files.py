@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import sqlite3
+import subprocess
 import sys
 import textwrap
 import threading
@@ -26,6 +27,7 @@ from fnplane.errors import FnplaneError, RegistrationError
 from fnplane.events.s3 import S3Event
 from fnplane.policy import Backoff
 from fnplane.runner import Platform
+from tests.processes import fnplane_command, free_port, wait_until
 
 FAST = Backoff(base=0.01, cap=0.02)
 
@@ -840,3 +842,63 @@ async def test_a_subfolder_moved_within_or_out_of_a_recursive_watch_keeps_no_old
         await asyncio.sleep(0.5)
     assert keys == ["moved/s2/b.txt"]
     assert not [log for log in logs if log["event"] == "files.skipped_missing"]
+
+
+PERMISSION_APP = """
+from pathlib import Path
+from fnplane import App
+
+app = App()
+HERE = Path(__file__).parent
+
+
+@app.on_file(HERE / "inbox", retries=0)
+def handle(event, context):
+    with open(HERE / "ran.txt", "a") as ran:
+        ran.write(event.key + "\\n")
+"""
+
+
+def test_a_file_the_platform_cannot_read_moves_to_failed_with_a_record(
+    tmp_path: Path,
+) -> None:
+    """Logged, moved to failed/ with its error record, and never given to
+    the handler. Root reads every file, so as root the platform runs
+    without the capabilities that let it (setpriv)."""
+    prefix: list[str] = []
+    if os.geteuid() == 0:
+        setpriv = shutil.which("setpriv")
+        if setpriv is None:
+            pytest.skip("running as root without setpriv to drop DAC capabilities")
+        prefix = [setpriv, "--bounding-set=-dac_override,-dac_read_search", "--"]
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    (tmp_path / "app.py").write_text(PERMISSION_APP)
+    (inbox / "secret.txt").write_text("not for you")
+    (inbox / "secret.txt").chmod(0)
+    (inbox / "open.txt").write_text("hello")
+    log = tmp_path / "platform.log"
+    with log.open("wb") as output:
+        process = subprocess.Popen(
+            [*prefix, *fnplane_command(), "run", str(tmp_path / "app.py"),
+             "--port", str(free_port()), "--state-dir", str(tmp_path / "state"),
+             "--log-format", "json"],
+            stdout=output, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    try:
+        failed = inbox / "failed"
+        wait_until(
+            lambda: (
+                names(failed) == ["secret.txt", "secret.txt.error.json"]
+                and names(inbox / "processed") == ["open.txt"]
+            ),
+            "the unreadable file in failed/, the other in processed/",
+        )
+    finally:
+        process.terminate()
+        process.wait(10)
+    record = json.loads((failed / "secret.txt.error.json").read_text())
+    assert record["errorType"] == "PermissionError"
+    assert (tmp_path / "ran.txt").read_text() == "open.txt\n"
+    events = [json.loads(line)["event"] for line in log.read_text().splitlines()]
+    assert "files.permission_denied" in events
