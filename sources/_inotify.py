@@ -183,44 +183,36 @@ class InotifyReader:
 
     def _folder_gone(self, wd: int, mask: int) -> None:
         """Forget the paths that no longer lead to a removed or renamed
-        folder, telling their targets; the watch too once no path leads to
-        it (a folder renamed inside a recursive watch was watched again at
-        its new path by then, on the same descriptor). The folders below a
-        renamed one moved with it: their old paths go too."""
-        watchers = self._folders.pop(wd, [])
-        inode = self._inodes.pop(wd, None)
-        kept, gone = [], []
-        for watcher in watchers:
-            folder, target = watcher
-            if not mask & IN_IGNORED and same_inode(folder, inode):
-                kept.append(watcher)
-            else:
-                gone.append(folder)
-                target.folder_gone(folder)
-        if kept and inode is not None:
-            self._folders[wd], self._inodes[wd] = kept, inode
-        elif mask & IN_MOVE_SELF:
-            # A removed folder's watch ends by itself; a renamed one's not.
-            self._stop_watching(wd)
+        folder (a folder renamed inside a recursive watch was watched again
+        at its new path by then, on the same descriptor). The folders below
+        a renamed one moved with it: their old paths go too."""
+        removed = bool(mask & IN_IGNORED)  # the kernel ended the watch
+        gone = self._prune(wd, "", removed)
         if mask & IN_MOVE_SELF:
-            for folder in gone:
-                self._forget_below(folder)
+            for moved in gone:
+                for below in list(self._folders):
+                    self._prune(below, moved)
 
-    def _forget_below(self, moved: str) -> None:
-        for wd, watchers in list(self._folders.items()):
-            inode = self._inodes.get(wd)
-            stale = [
-                (folder, target)
-                for folder, target in watchers
-                if folder.startswith(moved) and not same_inode(folder, inode)
-            ]
-            for folder, target in stale:
-                watchers.remove((folder, target))
-                target.folder_gone(folder)
-            if not watchers:
-                del self._folders[wd]
-                self._inodes.pop(wd, None)
+    def _prune(self, wd: int, under: str, removed: bool = False) -> list[str]:
+        """Drop the paths of watch ``wd`` starting with ``under`` that no
+        longer lead to its folder (all of them once ``removed``), telling
+        their targets; the watch too once none is left. The paths dropped."""
+        watchers = self._folders.get(wd, [])
+        inode = self._inodes.get(wd)
+        gone = [
+            (folder, target)
+            for folder, target in watchers
+            if folder.startswith(under) and (removed or not same_inode(folder, inode))
+        ]
+        for folder, target in gone:
+            watchers.remove((folder, target))
+            target.folder_gone(folder)
+        if not watchers:
+            self._folders.pop(wd, None)
+            self._inodes.pop(wd, None)
+            if not removed:
                 self._stop_watching(wd)
+        return [folder for folder, _ in gone]
 
     def _stop_watching(self, wd: int) -> None:
         if self._fd is not None:

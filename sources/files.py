@@ -698,6 +698,9 @@ class FolderWatch:
             # A subfolder (its files went with it), or a folder replaced
             # already and watched again: its removal shows late.
             return
+        self._lost()
+
+    def _lost(self) -> None:
         self._folder_gone = True
         logger.warning(
             "files.folder_gone", function=self.function, folder=self._root_str,
@@ -716,13 +719,18 @@ class FolderWatch:
     def _watch_folder_back(self) -> None:
         """Watch the folder again if it is back, and catch up on its files."""
         try:
-            inode = os.stat(self._root_str).st_ino
+            info = os.stat(self._root_str)
+        except OSError:
+            return  # not back yet
+        if not stat.S_ISDIR(info.st_mode):
+            return
+        try:
             self._watch_again(self)
         except OSError as exc:
             logger.warning("files.watch_again_failed", folder=self._root_str,
                            error=str(exc))  # fmt: skip
             return
-        self._root_inode, self._folder_gone = inode, False
+        self._root_inode, self._folder_gone = info.st_ino, False
         logger.info("files.folder_back", function=self.function,
                     folder=self._root_str)  # fmt: skip
         self.request_scan("folder_back")
@@ -732,8 +740,8 @@ class FolderWatch:
         while True:
             await asyncio.sleep(BURST_QUIET_S)
             if not self._folder_gone and self._folder_replaced():
-                self.folder_gone(self._root_prefix)
-            if self._folder_gone and self.root.is_dir():
+                self._lost()
+            if self._folder_gone:
                 self._watch_folder_back()
             now_s = time.monotonic()
             burst_over = (

@@ -41,6 +41,18 @@ async def wait_for(condition: Callable[[], Any], timeout_s: float = 15.0) -> Non
         await asyncio.sleep(0.01)
 
 
+def key_recorder(folder: Path, **options: Any) -> tuple[App, list[str]]:
+    """An app whose one file trigger on ``folder`` records each event's key."""
+    app = App()
+    keys: list[str] = []
+
+    @app.on_file(folder, **options)
+    def handle(event: S3Event, context: Any) -> None:
+        keys.append(event.key)
+
+    return app, keys
+
+
 def names(folder: Path) -> list[str]:
     """File names in ``folder`` (not subfolders), sorted."""
     if not folder.is_dir():
@@ -81,12 +93,7 @@ async def test_file_renamed_into_folder_fires_once(
     """An atomic rename (write elsewhere, then move in) fires exactly once."""
     inbox, outside = tmp_path / "inbox", tmp_path / "outside"
     outside.mkdir()
-    app = App()
-    keys: list[str] = []
-
-    @app.on_file(inbox)
-    def handle(event: S3Event, context: Any) -> None:
-        keys.append(event.key)
+    app, keys = key_recorder(inbox)
 
     await start_platform(app)
     (outside / "report.csv").write_text("a,b\n")
@@ -100,12 +107,7 @@ async def test_file_renamed_into_folder_fires_once(
 async def test_temporary_files_never_fire(start_platform: Any, tmp_path: Path) -> None:
     """Partial, temporary, editor and hidden names are ignored by default."""
     inbox = tmp_path / "inbox"
-    app = App()
-    keys: list[str] = []
-
-    @app.on_file(inbox)
-    def handle(event: S3Event, context: Any) -> None:
-        keys.append(event.key)
+    app, keys = key_recorder(inbox)
 
     platform = await start_platform(app)
     for name in ("a.part", "b.tmp", "c.txt~", ".d.swp", ".hidden", "e.partial"):
@@ -262,12 +264,9 @@ async def test_delete_disposition_and_recursive_keys(
     """disposition='delete' removes the file; recursive keys are relative paths."""
     inbox = tmp_path / "inbox"
     (inbox / "2024" / "05").mkdir(parents=True)
-    app = App()
-    keys: list[str] = []
-
-    @app.on_file(inbox, recursive=True, disposition="delete", patterns="*.log")
-    def handle(event: S3Event, context: Any) -> None:
-        keys.append(event.key)
+    app, keys = key_recorder(
+        inbox, recursive=True, disposition="delete", patterns="*.log"
+    )
 
     await start_platform(app)
     (inbox / "2024" / "05" / "app.log").write_text("line\n")
@@ -584,12 +583,7 @@ async def test_a_watched_folder_removed_or_renamed_is_watched_again_when_back(
     the next 30 s scan); files written into the renamed folder are not
     taken for files of the watched path."""
     inbox = tmp_path / "inbox"
-    app = App()
-    keys: list[str] = []
-
-    @app.on_file(inbox)
-    def handle(event: S3Event, context: Any) -> None:
-        keys.append(event.key)
+    app, keys = key_recorder(inbox)
 
     await start_platform(app)
     with capture_logs() as logs:
@@ -822,12 +816,7 @@ async def test_a_subfolder_moved_within_or_out_of_a_recursive_watch_keeps_no_old
     not at."""
     inbox, outside = tmp_path / "inbox", tmp_path / "outside"
     (inbox / "s1" / "s2").mkdir(parents=True)
-    app = App()
-    keys: list[str] = []
-
-    @app.on_file(inbox, recursive=True)
-    def handle(event: S3Event, context: Any) -> None:
-        keys.append(event.key)
+    app, keys = key_recorder(inbox, recursive=True)
 
     await start_platform(app)
     await asyncio.sleep(0.3)  # the start scan is over: events must fire
