@@ -107,10 +107,18 @@ def test_kill_in_the_middle_of_a_burst_loses_no_file(
     platform.inbox.mkdir()
     platform.start()
     names = [f"burst {number:04d}.txt" for number in range(3000)]
-    for name in names:
+    # Killed while the burst is still being written once 300 files are
+    # handled: waiting for the whole burst first let a fast platform finish
+    # it before the kill.
+    killed = False
+    for number, name in enumerate(names):
         (platform.inbox / name).write_text(name)
-    wait_until(lambda: len(platform.handled("file")) >= 300, "the burst under way")
-    platform.kill()
+        if not killed and number % 50 == 0 and len(platform.handled("file")) >= 300:
+            platform.kill()
+            killed = True
+    if not killed:
+        wait_until(lambda: len(platform.handled("file")) >= 300, "the burst under way")
+        platform.kill()
     assert len(platform.handled("file")) < 3000, "the kill came too late to prove it"
 
     platform.start()
